@@ -1,0 +1,61 @@
+//! The admin listener (loopback by default): metrics, liveness and readiness.
+
+use std::sync::atomic::Ordering;
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::app::AppState;
+
+/// Registers the admin routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(metrics))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+/// 200 for as long as the process can answer at all.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// 200 when the configuration is loaded, storage answers and the gateway is
+/// not shutting down; otherwise 503 naming the failing checks.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let storage = state.storage.clone();
+    let storage_ok = web::block(move || storage.is_healthy())
+        .await
+        .unwrap_or(false);
+    let checks = [
+        ("config", true),
+        ("storage", storage_ok),
+        ("accepting", !state.draining.load(Ordering::Relaxed)),
+    ];
+    let failing: Vec<&str> = checks
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| *name)
+        .collect();
+    let mut response = if failing.is_empty() {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    let status = if failing.is_empty() {
+        "ready"
+    } else {
+        "not_ready"
+    };
+    let body = json!({
+        "status": status,
+        "checks": checks.iter().map(|(name, ok)| (name.to_string(), json!(if *ok { "ok" } else { "failing" }))).collect::<serde_json::Map<_, _>>(),
+        "failing": failing,
+    });
+    response.json(body)
+}

@@ -1,0 +1,305 @@
+//! Process wiring: shared state, the proxy and admin listeners, signals
+//! (SIGHUP reloads, SIGTERM/SIGINT drain and stop) and orderly shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+use arc_swap::ArcSwap;
+use slog::{error, info, warn};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{self, Config, ConfigSource, TlsFiles};
+use crate::pipeline::{self, Runtime};
+use crate::proxy::{self, UpstreamClient};
+use crate::storage::Storage;
+use crate::telemetry::{LogBridge, Logging, Metrics};
+
+/// State shared by every worker of both listeners.
+pub struct AppState {
+    /// The serving configuration, replaced whole on reload.
+    pub runtime: ArcSwap<Runtime>,
+    pub metrics: Metrics,
+    pub logging: Logging,
+    pub storage: Storage,
+    /// Set once shutdown begins, so `/readyz` turns away new traffic.
+    pub draining: AtomicBool,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Log(io::Error),
+    #[error("{0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("{0}")]
+    Tls(String),
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Runs the gateway until SIGTERM or SIGINT.
+pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = Metrics::new();
+    let logging =
+        Logging::new(&config.log, metrics.log_dropped.clone()).map_err(StartupError::Log)?;
+    let logger = logging.logger.clone();
+    if log::set_boxed_logger(Box::new(LogBridge(logger.clone()))).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+    let storage = Storage::open(&config.storage)?;
+    let server_tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(load_server_tls)
+        .transpose()
+        .map_err(StartupError::Tls)?;
+    let (client_tls, roots) = proxy::client_tls_config();
+    if roots == 0 {
+        warn!(
+            logger,
+            "no system root certificates found; https upstreams will fail verification"
+        );
+    }
+
+    let server = config.server.clone();
+    let upstream = config.upstream.clone();
+    let admin_listen = config.admin.listen;
+    let state = web::Data::new(AppState {
+        runtime: ArcSwap::from_pointee(Runtime::new(config)),
+        metrics,
+        logging,
+        storage,
+        draining: AtomicBool::new(false),
+    });
+
+    let proxy_state = state.clone();
+    let proxy_server = HttpServer::new(move || {
+        // One upstream client per worker, built once: awc clients are not Send.
+        let client = UpstreamClient::new(&upstream, server.request_timeout, client_tls.clone());
+        App::new()
+            .app_data(proxy_state.clone())
+            .app_data(web::Data::new(client))
+            .default_service(web::to(pipeline::handle))
+    })
+    .workers(state.runtime.load().config.server.workers)
+    .client_request_timeout(state.runtime.load().config.server.header_timeout)
+    .keep_alive(state.runtime.load().config.server.keep_alive)
+    .shutdown_timeout(
+        state
+            .runtime
+            .load()
+            .config
+            .server
+            .shutdown_grace
+            .as_secs()
+            .max(1),
+    )
+    .disable_signals();
+    let listen = state.runtime.load().config.server.listen;
+    let proxy_server = match server_tls {
+        Some(tls) => proxy_server.bind_rustls_0_23(listen, tls),
+        None => proxy_server.bind(listen),
+    }
+    .map_err(|source| StartupError::Bind {
+        what: "server.listen",
+        addr: listen,
+        source,
+    })?;
+    let proxy_addr = proxy_server.addrs().first().copied().unwrap_or(listen);
+
+    let admin_state = state.clone();
+    let admin_server = HttpServer::new(move || {
+        App::new()
+            .app_data(admin_state.clone())
+            .configure(crate::admin::configure)
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(admin_listen)
+    .map_err(|source| StartupError::Bind {
+        what: "admin.listen",
+        addr: admin_listen,
+        source,
+    })?;
+    let admin_addr = admin_server
+        .addrs()
+        .first()
+        .copied()
+        .unwrap_or(admin_listen);
+
+    let proxy_server = proxy_server.run();
+    let admin_server = admin_server.run();
+    let proxy_handle = proxy_server.handle();
+    let admin_handle = admin_server.handle();
+    {
+        let runtime = state.runtime.load();
+        info!(logger, "portcullis started";
+            "version" => env!("CARGO_PKG_VERSION"),
+            "config" => source.to_string(),
+            "profile" => runtime.config.profile.name(),
+            "proxy_addr" => proxy_addr.to_string(),
+            "admin_addr" => admin_addr.to_string(),
+            "tls" => runtime.config.server.tls.is_some(),
+            "routes" => runtime.routes.routes().len());
+    }
+
+    let signals_state = state.clone();
+    let signals = tokio::spawn(async move {
+        let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        let reason = loop {
+            tokio::select! {
+                _ = hup.recv() => reload(&signals_state, &source),
+                _ = term.recv() => break "SIGTERM",
+                _ = int.recv() => break "SIGINT",
+            }
+        };
+        signals_state.draining.store(true, Ordering::Relaxed);
+        info!(signals_state.logging.logger, "shutting down: finishing in-flight requests"; "signal" => reason,
+            "in_flight" => signals_state.metrics.in_flight.get());
+        // Stop the proxy first so the admin listener can report draining until the end.
+        proxy_handle.stop(true).await;
+        admin_handle.stop(true).await;
+    });
+
+    let (proxy_result, admin_result) = futures_util::future::join(proxy_server, admin_server).await;
+    signals.abort();
+    if let Err(err) = state.storage.flush() {
+        error!(logger, "storage flush at shutdown failed"; "error" => err.to_string());
+    }
+    info!(logger, "portcullis stopped");
+    state.logging.flush();
+    proxy_result?;
+    admin_result?;
+    Ok(())
+}
+
+/// Loads the configuration again and swaps it in, or keeps the running one
+/// when the new one is invalid. Always reopens the log file (logrotate).
+fn reload(state: &AppState, source: &ConfigSource) {
+    let logger = &state.logging.logger;
+    if let Err(err) = state.logging.reopen() {
+        error!(logger, "cannot reopen the log file"; "error" => err.to_string());
+    }
+    match config::load(source) {
+        Ok(new) => {
+            let old = state.runtime.load();
+            for key in restart_only_changes(&old.config, &new) {
+                warn!(logger, "configuration change needs a restart to take effect"; "key" => key);
+            }
+            state.logging.set_level(new.log.level);
+            let routes = new.routes.len();
+            state.runtime.store(Arc::new(Runtime::new(new)));
+            state
+                .metrics
+                .config_reloads
+                .with_label_values(&["success"])
+                .inc();
+            info!(logger, "configuration reloaded"; "config" => source.to_string(), "routes" => routes);
+        }
+        Err(errors) => {
+            state
+                .metrics
+                .config_reloads
+                .with_label_values(&["failure"])
+                .inc();
+            for e in &errors {
+                error!(logger, "invalid configuration"; "key" => &e.path, "problem" => &e.message);
+            }
+            error!(logger, "configuration reload rejected; keeping the running configuration";
+                "config" => source.to_string(), "errors" => errors.len());
+        }
+    }
+}
+
+/// Settings read only at startup: listeners, TLS, storage, workers, pools and log sink.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut check = |key, differs: bool| {
+        if differs {
+            changed.push(key);
+        }
+    };
+    check("server.listen", old.server.listen != new.server.listen);
+    check("server.tls_cert/tls_key", old.server.tls != new.server.tls);
+    check("server.workers", old.server.workers != new.server.workers);
+    check(
+        "server.header_timeout",
+        old.server.header_timeout != new.server.header_timeout,
+    );
+    check(
+        "server.keep_alive",
+        old.server.keep_alive != new.server.keep_alive,
+    );
+    check(
+        "server.shutdown_grace",
+        old.server.shutdown_grace != new.server.shutdown_grace,
+    );
+    check("admin.listen", old.admin.listen != new.admin.listen);
+    check(
+        "storage",
+        old.storage.path != new.storage.path
+            || old.storage.cache_capacity != new.storage.cache_capacity,
+    );
+    check(
+        "upstream",
+        format!("{:?}", old.upstream) != format!("{:?}", new.upstream),
+    );
+    check(
+        "log.output/format",
+        old.log.output != new.log.output || old.log.format != new.log.format,
+    );
+    changed
+}
+
+/// Reads the proxy listener's certificate chain and key.
+pub fn load_server_tls(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| {
+            format!(
+                "server.tls_cert {}: cannot read a PEM certificate chain: {err}",
+                files.cert.display()
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(format!(
+            "server.tls_cert {}: contains no certificate",
+            files.cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|err| {
+        format!(
+            "server.tls_key {}: cannot read a PEM private key: {err}",
+            files.key.display()
+        )
+    })?;
+    rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|err| {
+            format!(
+                "server.tls_cert/tls_key: the certificate and key do not form a usable pair: {err}"
+            )
+        })
+}

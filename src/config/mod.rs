@@ -1,0 +1,254 @@
+//! Configuration: loading (figment), validation and the validated model.
+//!
+//! Precedence, lowest first: built-in defaults < the TOML file (or the embedded
+//! dev default) < the file's `[profile.<name>]` table for the active profile <
+//! `PORTCULLIS_<SECTION>__<KEY>` environment variables. The active profile is
+//! `PORTCULLIS_PROFILE`, else `dev` on the embedded default and `prod` with a file.
+
+mod model;
+mod raw;
+mod units;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Value};
+use figment::Figment;
+use serde::de::DeserializeOwned;
+
+pub use model::{
+    AdminConfig, Config, LogConfig, LogFormat, LogOutput, Route, ServerConfig, StorageConfig,
+    TlsFiles, Upstream, UpstreamConfig,
+};
+pub use units::{ByteSize, HumanDuration};
+
+use model::RawSections;
+use raw::RawRoute;
+
+/// The configuration `serve` uses when no `--config` is given: loopback
+/// listeners, data under `./portcullis-data`, no routes.
+pub const EMBEDDED_DEFAULT: &str = include_str!("embedded.toml");
+
+const SECTIONS: &[&str] = &[
+    "server", "upstream", "admin", "storage", "log", "routes", "profile",
+];
+
+/// A named set of overrides and defaults, chosen with `PORTCULLIS_PROFILE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Dev,
+    Staging,
+    Prod,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Dev => "dev",
+            Profile::Staging => "staging",
+            Profile::Prod => "prod",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Profile> {
+        match name {
+            "dev" => Some(Profile::Dev),
+            "staging" => Some(Profile::Staging),
+            "prod" => Some(Profile::Prod),
+            _ => None,
+        }
+    }
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Embedded,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::File(path) => write!(f, "{}", path.display()),
+            ConfigSource::Embedded => f.write_str("the embedded default"),
+        }
+    }
+}
+
+/// One configuration problem: the key path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Loads and validates the configuration, returning every problem found.
+pub fn load(source: &ConfigSource) -> Result<Config, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let profile = match std::env::var("PORTCULLIS_PROFILE") {
+        Ok(name) => Profile::parse(&name).unwrap_or_else(|| {
+            errors.push(ConfigError::new(
+                "PORTCULLIS_PROFILE",
+                format!("{name:?} is not one of dev, staging, prod"),
+            ));
+            Profile::Prod
+        }),
+        Err(_) if *source == ConfigSource::Embedded => Profile::Dev,
+        Err(_) => Profile::Prod,
+    };
+    let base = match source {
+        ConfigSource::File(path) => {
+            if let Err(err) = std::fs::read(path) {
+                return Err(vec![ConfigError::new(
+                    path.display().to_string(),
+                    format!("cannot read the configuration file: {err}"),
+                )]);
+            }
+            Figment::from(Toml::file(path))
+        }
+        ConfigSource::Embedded => Figment::from(Toml::string(EMBEDDED_DEFAULT)),
+    };
+    let figment = base
+        .clone()
+        .merge(base.focus(&format!("profile.{}", profile.name())))
+        .merge(env_overrides());
+    let raw = extract_sections(&figment, &mut errors);
+    let config = Config::from_raw(profile, raw, &mut errors);
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => Err(errors),
+    }
+}
+
+/// `PORTCULLIS_SERVER__LISTEN` → `server.listen`.
+fn env_overrides() -> Env {
+    Env::prefixed("PORTCULLIS_")
+        .split("__")
+        .filter(|key| key.as_str().contains('.'))
+}
+
+fn extract_sections(figment: &Figment, errors: &mut Vec<ConfigError>) -> RawSections {
+    match figment.extract::<Dict>() {
+        Ok(top) => {
+            for key in top.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
+                errors.push(ConfigError::new(
+                    key.clone(),
+                    format!("unknown section (expected one of: {})", SECTIONS.join(", ")),
+                ));
+            }
+            if let Some(Value::Dict(_, profiles)) = top.get("profile") {
+                for name in profiles.keys().filter(|n| Profile::parse(n).is_none()) {
+                    errors.push(ConfigError::new(
+                        format!("profile.{name}"),
+                        "unknown profile (expected one of: dev, staging, prod)",
+                    ));
+                }
+            }
+        }
+        Err(err) => errors.extend(describe(err, "")),
+    }
+    // Routes are deserialised one by one so that every bad entry is reported.
+    let routes: Vec<Value> = section(figment, "routes", errors);
+    let routes = routes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, value)| {
+            value
+                .deserialize::<RawRoute>()
+                .map_err(|err| errors.extend(describe(err, &format!("routes[{i}]"))))
+                .ok()
+        })
+        .collect();
+    RawSections {
+        server: section(figment, "server", errors),
+        upstream: section(figment, "upstream", errors),
+        admin: section(figment, "admin", errors),
+        storage: section(figment, "storage", errors),
+        log: section(figment, "log", errors),
+        routes,
+    }
+}
+
+/// Extracts one section, or its default when absent, recording errors.
+fn section<T: DeserializeOwned + Default>(
+    figment: &Figment,
+    name: &str,
+    errors: &mut Vec<ConfigError>,
+) -> T {
+    match figment.find_value(name) {
+        Err(_) => T::default(),
+        Ok(value) => value.deserialize::<T>().unwrap_or_else(|err| {
+            errors.extend(describe(err, name));
+            T::default()
+        }),
+    }
+}
+
+/// Turns figment's errors into key-path errors (`routes[1].timeout`), with
+/// `prefix` naming the value that was deserialised.
+fn describe(err: figment::Error, prefix: &str) -> Vec<ConfigError> {
+    use figment::error::Kind;
+    err.into_iter()
+        .map(|e| {
+            let mut path = prefix.to_owned();
+            for part in &e.path {
+                if part.bytes().all(|b| b.is_ascii_digit()) {
+                    path.push_str(&format!("[{part}]"));
+                } else {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(part);
+                }
+            }
+            let message = match &e.kind {
+                Kind::UnknownField(_, expected) => {
+                    format!("unknown key (expected one of: {})", expected.join(", "))
+                }
+                Kind::InvalidType(actual, expected) => {
+                    format!("expected {expected}, found {actual}")
+                }
+                Kind::Message(message) => message.clone(),
+                other => other.to_string(),
+            };
+            let from_env = e
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.name.to_lowercase().contains("environment"));
+            ConfigError::new(
+                if path.is_empty() {
+                    "(top level)".to_owned()
+                } else {
+                    path
+                },
+                if from_env {
+                    format!("{message} (set in the environment)")
+                } else {
+                    message
+                },
+            )
+        })
+        .collect()
+}
+
+/// Validates a configuration file, for `portcullis check`.
+pub fn check(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    load(&ConfigSource::File(path.to_owned()))
+}

@@ -1,0 +1,18 @@
+//! Portcullis: a single-node API gateway.
+//!
+//! The request path, in order: [`pipeline`] (admission, [`routing`], later
+//! authentication and rate limiting) → [`proxy`]. Around it: [`config`],
+//! [`telemetry`] (logs and metrics), [`storage`] (sled), [`admin`] and [`app`]
+//! (listeners, signals, reload).
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod pipeline;
+pub mod proxy;
+pub mod routing;
+pub mod storage;
+pub mod telemetry;

@@ -1,0 +1,63 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use portcullis::cli::{Cli, Command};
+use portcullis::config::{self, ConfigSource};
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve { config } => {
+            serve(config.map_or(ConfigSource::Embedded, ConfigSource::File))
+        }
+        Command::Check { config } => check(config),
+    }
+}
+
+fn serve(source: ConfigSource) -> ExitCode {
+    let config = match config::load(&source) {
+        Ok(config) => config,
+        Err(errors) => return report_invalid(&source, &errors),
+    };
+    match actix_web::rt::System::new().block_on(portcullis::app::run(config, source)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("portcullis: cannot start: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: std::path::PathBuf) -> ExitCode {
+    let source = ConfigSource::File(path.clone());
+    let config = match config::check(&path) {
+        Ok(config) => config,
+        Err(errors) => return report_invalid(&source, &errors),
+    };
+    if let Some(tls) = &config.server.tls {
+        if let Err(err) = portcullis::app::load_server_tls(tls) {
+            return report_invalid(&source, &[config::ConfigError::new("server.tls_cert", err)]);
+        }
+    }
+    println!(
+        "{}: valid ({} profile, {} route{}, proxy on {}, admin on {})",
+        path.display(),
+        config.profile.name(),
+        config.routes.len(),
+        if config.routes.len() == 1 { "" } else { "s" },
+        config.server.listen,
+        config.admin.listen,
+    );
+    ExitCode::SUCCESS
+}
+
+fn report_invalid(source: &ConfigSource, errors: &[config::ConfigError]) -> ExitCode {
+    eprintln!(
+        "{source}: {} configuration problem{}:",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
+    for error in errors {
+        eprintln!("  {error}");
+    }
+    ExitCode::from(2)
+}

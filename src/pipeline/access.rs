@@ -1,0 +1,219 @@
+//! The access log: one JSON line per completed request, written when the
+//! response body has been sent (or the client went away), with metrics
+//! recorded at the same moment.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::http::{header, StatusCode};
+use actix_web::web::Bytes;
+use slog::{Level, Record, Serializer, KV};
+
+use crate::app::AppState;
+use crate::pipeline::RequestCtx;
+use crate::telemetry::{method_label, status_class, InFlight};
+
+/// A response body that writes the access log line when it is dropped.
+pub struct LoggedBody {
+    body: BoxBody,
+    done: Option<Completion>,
+}
+
+struct Completion {
+    status: StatusCode,
+    bytes_out: u64,
+    ctx: RequestCtx,
+    state: Arc<AppState>,
+    _in_flight: InFlight,
+}
+
+impl LoggedBody {
+    pub fn new(
+        body: BoxBody,
+        status: StatusCode,
+        ctx: RequestCtx,
+        state: Arc<AppState>,
+        in_flight: InFlight,
+    ) -> Self {
+        LoggedBody {
+            body,
+            done: Some(Completion {
+                status,
+                bytes_out: 0,
+                ctx,
+                state,
+                _in_flight: in_flight,
+            }),
+        }
+    }
+}
+
+impl MessageBody for LoggedBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_next(cx);
+        if let (Poll::Ready(Some(Ok(chunk))), Some(done)) = (&polled, this.done.as_mut()) {
+            done.bytes_out += chunk.len() as u64;
+        }
+        polled
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done.record();
+        }
+    }
+}
+
+impl Completion {
+    fn record(self) {
+        let ctx = &self.ctx;
+        let elapsed = ctx.started.elapsed();
+        let route_id = ctx.route().map_or("none", |r| r.id.as_str());
+        let metrics = &self.state.metrics;
+        metrics
+            .requests
+            .with_label_values(&[
+                route_id,
+                method_label(ctx.req.method()),
+                status_class(self.status.as_u16()),
+            ])
+            .inc();
+        metrics
+            .request_duration
+            .with_label_values(&[route_id])
+            .observe(elapsed.as_secs_f64());
+        if let Some(upstream) = ctx.upstream_time {
+            metrics
+                .upstream_duration
+                .with_label_values(&[route_id])
+                .observe(upstream.as_secs_f64());
+        }
+        if let Some(kind) = ctx.upstream_failure {
+            metrics
+                .upstream_errors
+                .with_label_values(&[route_id, kind])
+                .inc();
+        }
+        let level = match self.status.as_u16() {
+            500.. => Level::Error,
+            400..=499 => Level::Warning,
+            _ => Level::Info,
+        };
+        let logging = &self.state.logging;
+        if !logging.enabled(level) {
+            return;
+        }
+        let line = AccessLine {
+            ctx,
+            status: self.status.as_u16(),
+            route_id,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            bytes_out: self.bytes_out,
+        };
+        match level {
+            Level::Error => slog::error!(logging.logger, "access"; line),
+            Level::Warning => slog::warn!(logging.logger, "access"; line),
+            _ => slog::info!(logging.logger, "access"; line),
+        }
+    }
+}
+
+/// The fields of one access-log line.
+struct AccessLine<'a> {
+    ctx: &'a RequestCtx,
+    status: u16,
+    route_id: &'a str,
+    duration_ms: f64,
+    bytes_out: u64,
+}
+
+impl KV for AccessLine<'_> {
+    fn serialize(&self, _record: &Record, s: &mut dyn Serializer) -> slog::Result {
+        let ctx = self.ctx;
+        let req = &ctx.req;
+        let redact = &ctx.runtime.config.log.redact_query;
+        s.emit_str("request_id", &ctx.request_id)?;
+        s.emit_str("method", req.method().as_str())?;
+        s.emit_str("path", req.path())?;
+        match req.uri().query() {
+            Some(query) => s.emit_str("query", &redact_query(query, redact))?,
+            None => s.emit_none("query")?,
+        }
+        s.emit_u16("status", self.status)?;
+        s.emit_f64("duration_ms", round3(self.duration_ms))?;
+        match ctx.upstream_time {
+            Some(t) => s.emit_f64("upstream_ms", round3(t.as_secs_f64() * 1000.0))?,
+            None => s.emit_none("upstream_ms")?,
+        }
+        s.emit_u64("bytes_in", ctx.bytes_in)?;
+        s.emit_u64("bytes_out", self.bytes_out)?;
+        s.emit_arguments("client_ip", &format_args!("{}", ctx.client_ip))?;
+        match req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(ua) => s.emit_str("user_agent", ua)?,
+            None => s.emit_none("user_agent")?,
+        }
+        s.emit_str("route", self.route_id)?;
+        match ctx.route() {
+            Some(route) => s.emit_str("upstream", &route.upstream.url)?,
+            None => s.emit_none("upstream")?,
+        }
+        match ctx.error {
+            Some(code) => s.emit_str("error", code)?,
+            None => s.emit_none("error")?,
+        }
+        Ok(())
+    }
+}
+
+fn round3(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
+/// Replaces the values of the named query parameters with `REDACTED`.
+pub fn redact_query<'q>(query: &'q str, names: &[String]) -> std::borrow::Cow<'q, str> {
+    if names.is_empty() {
+        return query.into();
+    }
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if names.iter().any(|n| n == name) => format!("{name}=REDACTED"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    redacted.join("&").into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_only_the_named_parameters() {
+        let names = vec!["token".to_string(), "key".to_string()];
+        assert_eq!(
+            redact_query("a=1&token=s3cret&key=k&b=2", &names),
+            "a=1&token=REDACTED&key=REDACTED&b=2"
+        );
+        assert_eq!(redact_query("token", &names), "token");
+        assert_eq!(redact_query("a=1", &[]), "a=1");
+    }
+}

@@ -1,0 +1,50 @@
+//! The per-request context: filled in by each phase, read by the access log.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::HttpRequest;
+
+use crate::config::Route;
+use crate::error::GatewayError;
+use crate::pipeline::Runtime;
+
+/// What the pipeline learned about one request.
+pub struct RequestCtx {
+    pub started: Instant,
+    pub req: HttpRequest,
+    pub request_id: String,
+    /// The socket peer.
+    pub peer_ip: IpAddr,
+    pub peer_trusted: bool,
+    /// The client as resolved through trusted proxies.
+    pub client_ip: IpAddr,
+    /// The configuration this request was served with.
+    pub runtime: Arc<Runtime>,
+    /// Index of the matched route in `runtime.routes`.
+    pub route: Option<usize>,
+    pub upstream_time: Option<Duration>,
+    pub bytes_in: u64,
+    /// The error code when the gateway produced the response itself.
+    pub error: Option<&'static str>,
+    /// How the upstream exchange failed, for `portcullis_upstream_errors_total`.
+    pub upstream_failure: Option<&'static str>,
+}
+
+impl RequestCtx {
+    /// Notes an error the gateway is about to answer with.
+    pub fn record_error(&mut self, error: &GatewayError) {
+        self.error = Some(error.code());
+        self.upstream_failure = match error {
+            GatewayError::BadGateway(kind) => Some(kind.as_str()),
+            GatewayError::GatewayTimeout => Some("timeout"),
+            _ => None,
+        };
+    }
+
+    /// The matched route, if any.
+    pub fn route(&self) -> Option<&Route> {
+        self.route.map(|i| &self.runtime.routes.routes()[i])
+    }
+}

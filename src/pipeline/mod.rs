@@ -1,0 +1,205 @@
+//! The request pipeline. Every request on the proxy listener runs these
+//! phases in order, each returning `Result<_, GatewayError>`:
+//!
+//! 1. `admit`     — framing, header size, path normalisation
+//! 2. `route`     — match the route table
+//! 3. (auth)      — session-cookie authentication and route policy
+//! 4. (rate limit)— sliding-window limits
+//! 5. `proxy`     — forward upstream and stream the answer back
+//!
+//! One outer function, [`handle`], turns an error into its JSON response and
+//! arranges for the access log to be written exactly once, when the response
+//! body is finished.
+
+mod access;
+mod client_ip;
+mod ctx;
+mod request_id;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::FutureExt as _;
+
+pub use access::LoggedBody;
+pub use client_ip::{is_trusted, resolve as resolve_client_ip};
+pub use ctx::RequestCtx;
+
+use crate::app::AppState;
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::proxy::{self, UpstreamClient};
+use crate::routing::{self, RouteMiss, RouteTable};
+
+/// `X-Request-Id`, sent upstream and back to the client.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(request_id::HEADER);
+
+/// One configuration compiled for serving: swapped whole on reload, so a
+/// request sees either the old or the new configuration, never a mix.
+pub struct Runtime {
+    pub config: Config,
+    pub routes: RouteTable,
+}
+
+impl Runtime {
+    pub fn new(mut config: Config) -> Runtime {
+        let routes = RouteTable::new(std::mem::take(&mut config.routes));
+        Runtime { config, routes }
+    }
+}
+
+/// The proxy listener's one handler.
+pub async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    client: web::Data<UpstreamClient>,
+) -> HttpResponse<LoggedBody> {
+    let mut ctx = new_ctx(&req, &state);
+    let guard = state.metrics.in_flight_guard();
+    let outcome = AssertUnwindSafe(run_phases(&req, payload, &client, &mut ctx))
+        .catch_unwind()
+        .await;
+    let response = match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            ctx.record_error(&error);
+            error.to_response(&ctx.request_id)
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            slog::error!(state.logging.logger, "handler panicked";
+                "request_id" => &ctx.request_id, "panic" => what);
+            let error = GatewayError::Internal;
+            ctx.record_error(&error);
+            error.to_response(&ctx.request_id)
+        }
+    };
+    finish(response, ctx, state.into_inner(), guard)
+}
+
+fn new_ctx(req: &HttpRequest, state: &AppState) -> RequestCtx {
+    let runtime = state.runtime.load_full();
+    let peer_ip = req
+        .peer_addr()
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+    let trusted = &runtime.config.server.trusted_proxies;
+    let peer_trusted = is_trusted(peer_ip, trusted);
+    let client_ip = resolve_client_ip(peer_ip, req.headers(), trusted);
+    RequestCtx {
+        started: Instant::now(),
+        req: req.clone(),
+        request_id: request_id::from_headers(req.headers()),
+        peer_ip,
+        peer_trusted,
+        client_ip,
+        runtime,
+        route: None,
+        upstream_time: None,
+        bytes_in: 0,
+        error: None,
+        upstream_failure: None,
+    }
+}
+
+async fn run_phases(
+    req: &HttpRequest,
+    payload: web::Payload,
+    client: &UpstreamClient,
+    ctx: &mut RequestCtx,
+) -> Result<HttpResponse, GatewayError> {
+    let runtime = ctx.runtime.clone();
+    let path = admit(req, &runtime.config)?;
+    let route = route(&runtime, req, &path, ctx)?;
+    proxy::forward(
+        client,
+        req,
+        payload,
+        route,
+        &path,
+        &runtime.config.server,
+        ctx,
+    )
+    .await
+}
+
+/// Refuses requests the gateway will not forward, and normalises the path.
+fn admit<'r>(
+    req: &'r HttpRequest,
+    config: &Config,
+) -> Result<std::borrow::Cow<'r, str>, GatewayError> {
+    if *req.method() == Method::CONNECT {
+        return Err(GatewayError::BadRequest(
+            "CONNECT tunnels are not supported",
+        ));
+    }
+    let header_bytes = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if header_bytes > config.server.max_header_bytes {
+        return Err(GatewayError::HeaderTooLarge);
+    }
+    routing::normalize(req.uri().path()).map_err(|err| match err {
+        routing::PathError::NotAbsolute => {
+            GatewayError::BadRequest("the request path must start with '/'")
+        }
+        routing::PathError::BadEscape => {
+            GatewayError::BadRequest("the request path has a malformed percent-encoding")
+        }
+        routing::PathError::ForbiddenCharacter => {
+            GatewayError::BadRequest("the request path contains an encoded slash, backslash or NUL")
+        }
+    })
+}
+
+fn route<'a>(
+    runtime: &'a Runtime,
+    req: &HttpRequest,
+    path: &str,
+    ctx: &mut RequestCtx,
+) -> Result<&'a crate::config::Route, GatewayError> {
+    match runtime.routes.match_request(path, req.method()) {
+        Ok((index, route)) => {
+            ctx.route = Some(index);
+            Ok(route)
+        }
+        Err(RouteMiss::NotFound) => Err(GatewayError::NotFound),
+        Err(RouteMiss::MethodNotAllowed(allow)) => Err(GatewayError::MethodNotAllowed { allow }),
+    }
+}
+
+/// Stamps the request id on the response and hands the context to the body,
+/// which writes the access log when the client has received everything.
+fn finish(
+    mut response: HttpResponse,
+    ctx: RequestCtx,
+    state: Arc<AppState>,
+    guard: crate::telemetry::InFlight,
+) -> HttpResponse<LoggedBody> {
+    if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, id);
+    }
+    if ctx
+        .req
+        .headers()
+        .contains_key(actix_web::http::header::UPGRADE)
+    {
+        // The upstream never saw the upgrade; nothing may follow on this connection.
+        response
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    let status = response.status();
+    response.map_body(|_, body| LoggedBody::new(body, status, ctx, state, guard))
+}

@@ -1,0 +1,91 @@
+//! The request body on its way upstream: streamed chunk by chunk, never
+//! buffered whole, with the size limit and an idle timeout enforced as it
+//! flows (actix has no timeout for slow request bodies of its own).
+
+use std::cell::Cell;
+use std::future::Future as _;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::error::PayloadError;
+use actix_web::web::{Bytes, Payload};
+use futures_util::Stream;
+use tokio::time::{sleep, Instant, Sleep};
+
+/// Why the gateway stopped reading a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFailure {
+    TooLarge,
+    Timeout,
+    /// The client's own framing or connection failed mid-body.
+    Client,
+}
+
+/// What the proxy learns from the body after the exchange: bytes read and,
+/// if the stream was cut, why.
+#[derive(Debug, Default)]
+pub struct BodyOutcome {
+    pub bytes: Cell<u64>,
+    pub failure: Cell<Option<BodyFailure>>,
+}
+
+/// A request payload that fails once it exceeds `limit` bytes or stalls for
+/// longer than `idle`.
+pub struct LimitedBody {
+    payload: Payload,
+    limit: u64,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+    outcome: Rc<BodyOutcome>,
+}
+
+impl LimitedBody {
+    pub fn new(payload: Payload, limit: u64, idle: Duration, outcome: Rc<BodyOutcome>) -> Self {
+        LimitedBody {
+            payload,
+            limit,
+            idle,
+            deadline: Box::pin(sleep(idle)),
+            outcome,
+        }
+    }
+
+    fn fail(&self, failure: BodyFailure) -> Poll<Option<Result<Bytes, BodyError>>> {
+        self.outcome.failure.set(Some(failure));
+        Poll::Ready(Some(Err(BodyError(failure))))
+    }
+}
+
+/// The error the upstream client sees when the body is cut off.
+#[derive(Debug, thiserror::Error)]
+#[error("request body stopped: {0:?}")]
+pub struct BodyError(pub BodyFailure);
+
+impl Stream for LimitedBody {
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.payload).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let total = this.outcome.bytes.get() + chunk.len() as u64;
+                this.outcome.bytes.set(total);
+                if total > this.limit {
+                    return this.fail(BodyFailure::TooLarge);
+                }
+                let next = Instant::now() + this.idle;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(PayloadError::Overflow))) => this.fail(BodyFailure::TooLarge),
+            Poll::Ready(Some(Err(_))) => this.fail(BodyFailure::Client),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => this.fail(BodyFailure::Timeout),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}

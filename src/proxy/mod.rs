@@ -1,0 +1,268 @@
+//! Forwarding a routed request upstream with awc and streaming the answer back.
+
+mod body;
+mod headers;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::body::{BodyStream, BoxBody, MessageBody, SizedStream};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode, Uri};
+use actix_web::{web, HttpRequest, HttpResponse};
+use awc::error::{ConnectError, SendRequestError};
+
+pub use body::{BodyFailure, BodyOutcome};
+
+use crate::config::{Route, ServerConfig, UpstreamConfig};
+use crate::error::{GatewayError, UpstreamFailure};
+use crate::pipeline::RequestCtx;
+
+/// The upstream client of one worker: built once, pooled, never per request.
+pub struct UpstreamClient {
+    client: awc::Client,
+}
+
+impl UpstreamClient {
+    /// Builds the worker's client: connection limit and timeouts from config,
+    /// no redirects followed, TLS verified against the system roots, HTTP/1.1.
+    pub fn new(
+        config: &UpstreamConfig,
+        request_timeout: Duration,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Self {
+        let connector = awc::Connector::new()
+            .rustls_0_23(tls)
+            .limit(config.max_connections)
+            .timeout(config.connect_timeout)
+            .handshake_timeout(config.connect_timeout)
+            .conn_keep_alive(config.idle_timeout)
+            .conn_lifetime(Duration::from_secs(600));
+        let client = awc::ClientBuilder::new()
+            .connector(connector)
+            .disable_redirects()
+            .timeout(request_timeout)
+            .finish();
+        UpstreamClient { client }
+    }
+}
+
+/// The rustls client configuration for `https://` upstreams: the system's root
+/// certificates, and ALPN limited to HTTP/1.1 (awc's HTTP/2 over TLS is slow).
+pub fn client_tls_config() -> (Arc<rustls::ClientConfig>, usize) {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (Arc::new(config), added)
+}
+
+/// Forwards the request to the route's upstream and streams the response back.
+pub async fn forward(
+    client: &UpstreamClient,
+    req: &HttpRequest,
+    payload: web::Payload,
+    route: &Route,
+    path: &str,
+    server: &ServerConfig,
+    ctx: &mut RequestCtx,
+) -> Result<HttpResponse, GatewayError> {
+    let uri = upstream_uri(route, path, req.uri().query())?;
+    let mut upstream = client
+        .client
+        .request(req.method().clone(), uri)
+        .no_decompress()
+        .timeout(route.timeout);
+    {
+        let outbound = upstream.headers_mut();
+        headers::copy_end_to_end(req.headers(), outbound, |name| {
+            *name == header::HOST
+                || headers::is_forwarding_header(name)
+                || *name == crate::pipeline::REQUEST_ID_HEADER
+        });
+        headers::add_forwarding(
+            req.headers(),
+            outbound,
+            &headers::Forwarding {
+                peer: ctx.peer_ip,
+                peer_trusted: ctx.peer_trusted,
+                https: req.app_config().secure(),
+                host: req.headers().get(header::HOST),
+            },
+        );
+        if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+            outbound.insert(crate::pipeline::REQUEST_ID_HEADER, id);
+        }
+        if route.preserve_host {
+            if let Some(host) = req.headers().get(header::HOST) {
+                outbound.insert(header::HOST, host.clone());
+            }
+        } else if let Ok(host) = HeaderValue::from_str(route.upstream.authority.as_str()) {
+            outbound.insert(header::HOST, host);
+        }
+    }
+
+    let outcome = Rc::new(BodyOutcome::default());
+    let body = request_body(req, payload, server, outcome.clone())?;
+    let sent = Instant::now();
+    let result = upstream.send_body(body).await;
+    ctx.upstream_time = Some(sent.elapsed());
+    ctx.bytes_in = outcome.bytes.get();
+    let response = match result {
+        Ok(response) => response,
+        Err(err) => return Err(classify(&err, outcome.failure.get())),
+    };
+    Ok(client_response(req.method(), response))
+}
+
+/// `scheme://authority` + base path + the (optionally stripped) request path + query.
+fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
+    let path = match &route.strip_prefix {
+        Some(prefix) => path.strip_prefix(prefix.as_str()).unwrap_or(path),
+        None => path,
+    };
+    let path = if path.is_empty() { "/" } else { path };
+    let upstream = &route.upstream;
+    let scheme = if upstream.https { "https" } else { "http" };
+    let mut uri = String::with_capacity(
+        scheme.len()
+            + 3
+            + upstream.authority.as_str().len()
+            + upstream.base_path.len()
+            + path.len()
+            + query.map_or(0, |q| q.len() + 1),
+    );
+    uri.push_str(scheme);
+    uri.push_str("://");
+    uri.push_str(upstream.authority.as_str());
+    uri.push_str(&upstream.base_path);
+    uri.push_str(path);
+    if let Some(query) = query {
+        uri.push('?');
+        uri.push_str(query);
+    }
+    uri.parse()
+        .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded"))
+}
+
+/// The body to send upstream: none, a sized stream, or a chunked stream.
+fn request_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    server: &ServerConfig,
+    outcome: Rc<BodyOutcome>,
+) -> Result<BoxBody, GatewayError> {
+    // A websocket or CONNECT request's "payload" is whatever the client sends
+    // after the head, meant for a tunnel the upstream never agreed to: never forward it.
+    let upgrade = req.headers().contains_key(header::UPGRADE) || req.method() == Method::CONNECT;
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    if upgrade || (!chunked && length.unwrap_or(0) == 0) {
+        return Ok(BoxBody::new(()));
+    }
+    if length.is_some_and(|n| n > server.max_body_bytes) {
+        return Err(GatewayError::PayloadTooLarge);
+    }
+    let stream =
+        body::LimitedBody::new(payload, server.max_body_bytes, server.body_timeout, outcome);
+    Ok(match length {
+        Some(length) => SizedStream::new(length, stream).boxed(),
+        None => BodyStream::new(stream).boxed(),
+    })
+}
+
+/// Maps a failed exchange to the gateway's answer.
+fn classify(err: &SendRequestError, body: Option<BodyFailure>) -> GatewayError {
+    match (body, err) {
+        (Some(BodyFailure::TooLarge), _) => GatewayError::PayloadTooLarge,
+        (Some(BodyFailure::Timeout), _) => GatewayError::BodyTimeout,
+        (Some(BodyFailure::Client), _) | (None, SendRequestError::Body(_)) => {
+            GatewayError::BadRequest("the request body was malformed or cut short")
+        }
+        (None, SendRequestError::Timeout) => GatewayError::GatewayTimeout,
+        (
+            None,
+            SendRequestError::Connect(
+                ConnectError::Resolver(_) | ConnectError::NoRecords | ConnectError::Unresolved,
+            ),
+        ) => GatewayError::BadGateway(UpstreamFailure::Dns),
+        (None, SendRequestError::Connect(ConnectError::Io(io)))
+            if io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            GatewayError::BadGateway(UpstreamFailure::Tls)
+        }
+        (None, SendRequestError::Connect(ConnectError::SslIsNotSupported)) => {
+            GatewayError::BadGateway(UpstreamFailure::Tls)
+        }
+        (None, SendRequestError::Connect(_)) => GatewayError::BadGateway(UpstreamFailure::Connect),
+        (None, SendRequestError::Send(_)) => GatewayError::BadGateway(UpstreamFailure::Send),
+        (None, _) => GatewayError::BadGateway(UpstreamFailure::Response),
+    }
+}
+
+/// The upstream's status, end-to-end headers and streamed body, unchanged.
+fn client_response<S>(method: &Method, upstream: awc::ClientResponse<S>) -> HttpResponse
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>>
+        + Unpin
+        + 'static,
+{
+    let status = upstream.status();
+    let mut response = HttpResponse::new(status);
+    headers::copy_end_to_end(upstream.headers(), response.headers_mut(), |_| false);
+    let length = upstream
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let bodiless = *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if bodiless {
+        // Keep the upstream's advertised length for HEAD; there is no body to send.
+        if let Some(length) = length {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        return response.set_body(BoxBody::new(()));
+    }
+    let body = match length {
+        Some(length) => SizedStream::new(length, upstream).boxed(),
+        None => BodyStream::new(upstream).boxed(),
+    };
+    response.set_body(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_upstream_uris_with_base_path_strip_and_query() {
+        let mut route = Route::for_tests("r", "/api/v1/*", None);
+        route.upstream = crate::config::Upstream::parse("http://127.0.0.1:9000/base").unwrap();
+        assert_eq!(
+            upstream_uri(&route, "/api/v1/users", Some("a=1")).unwrap(),
+            "http://127.0.0.1:9000/base/api/v1/users?a=1"
+        );
+        route.strip_prefix = Some("/api/v1".into());
+        assert_eq!(
+            upstream_uri(&route, "/api/v1/users", None).unwrap(),
+            "http://127.0.0.1:9000/base/users"
+        );
+        assert_eq!(
+            upstream_uri(&route, "/api/v1", None).unwrap(),
+            "http://127.0.0.1:9000/base/"
+        );
+    }
+}

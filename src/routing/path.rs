@@ -1,0 +1,160 @@
+//! Request path normalisation.
+//!
+//! Routes are matched against, and upstreams receive, the normalised path only,
+//! so `//`, `/./`, `/../` and percent-encoded dot segments can never be used to
+//! reach one route through another's prefix (`/public/%2e%2e/admin` is `/admin`).
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+/// Why a request path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the request path must start with '/'")]
+    NotAbsolute,
+    #[error("the request path has a malformed percent-encoding")]
+    BadEscape,
+    /// Encoded `/`, `\` or NUL are refused: upstreams disagree on whether to
+    /// decode them, which is exactly what path-confusion attacks exploit.
+    #[error("the request path contains an encoded slash, backslash or NUL")]
+    ForbiddenCharacter,
+}
+
+/// Returns the canonical form of `path` (RFC 3986 §6.2.2): percent-encoded
+/// unreserved characters decoded, other escapes upper-cased, empty and dot
+/// segments removed. A trailing slash is kept. Paths that are already
+/// canonical are returned without allocating.
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if is_canonical(path) {
+        return Ok(Cow::Borrowed(path));
+    }
+    let mut segments: Vec<String> = Vec::new();
+    let mut trailing_slash = false;
+    for raw in path[1..].split('/') {
+        let segment = decode_unreserved(raw)?;
+        trailing_slash = matches!(segment.as_str(), "" | "." | "..");
+        match segment.as_str() {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(segment),
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// True when no rewriting is needed: the common case on the hot path.
+fn is_canonical(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    !bytes.iter().any(|&b| b == b'%' || b == b'\\')
+        && !path.contains("//")
+        && !path.contains("/./")
+        && !path.contains("/../")
+        && !path.ends_with("/.")
+        && !path.ends_with("/..")
+}
+
+fn decode_unreserved(segment: &str) -> Result<String, PathError> {
+    let bytes = segment.as_bytes();
+    let mut out = String::with_capacity(segment.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
+                let value = std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(PathError::BadEscape)?;
+                match value {
+                    b'/' | b'\\' | 0 => return Err(PathError::ForbiddenCharacter),
+                    b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
+                        out.push(b as char)
+                    }
+                    _ => {
+                        let _ = write!(out, "%{value:02X}");
+                    }
+                }
+                i += 3;
+            }
+            b'\\' => return Err(PathError::ForbiddenCharacter),
+            _ => {
+                // Everything else is copied as is; multi-byte UTF-8 is copied
+                // byte-run by byte-run below.
+                let start = i;
+                while i < bytes.len() && bytes[i] != b'%' && bytes[i] != b'\\' {
+                    i += 1;
+                }
+                out.push_str(&segment[start..i]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(path: &str) -> String {
+        normalize(path).unwrap().into_owned()
+    }
+
+    #[test]
+    fn canonical_paths_are_borrowed() {
+        assert!(matches!(
+            normalize("/api/v1/users").unwrap(),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(normalize("/").unwrap(), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn removes_empty_and_dot_segments() {
+        assert_eq!(norm("//a///b"), "/a/b");
+        assert_eq!(norm("/a/./b"), "/a/b");
+        assert_eq!(norm("/public/../admin"), "/admin");
+        assert_eq!(norm("/../../etc/passwd"), "/etc/passwd");
+        assert_eq!(norm("/a/b/.."), "/a/");
+        assert_eq!(norm("/a/b/."), "/a/b/");
+        assert_eq!(norm("/.."), "/");
+    }
+
+    #[test]
+    fn decodes_encoded_dot_segments_before_resolving_them() {
+        assert_eq!(norm("/public/%2e%2e/admin"), "/admin");
+        assert_eq!(norm("/public/%2E./admin"), "/admin");
+        assert_eq!(norm("/public/.%2e/admin"), "/admin");
+        assert_eq!(norm("/public/%2e/x"), "/public/x");
+    }
+
+    #[test]
+    fn decodes_unreserved_and_uppercases_other_escapes() {
+        assert_eq!(norm("/%70ublic/x"), "/public/x");
+        assert_eq!(norm("/a%20b/%c3%a9"), "/a%20b/%C3%A9");
+        assert_eq!(norm("/caf\u{e9}/x%41"), "/caf\u{e9}/xA");
+    }
+
+    #[test]
+    fn refuses_encoded_separators_and_bad_escapes() {
+        assert_eq!(normalize("/a%2fb"), Err(PathError::ForbiddenCharacter));
+        assert_eq!(normalize("/a%5Cb"), Err(PathError::ForbiddenCharacter));
+        assert_eq!(normalize("/a\\..\\b"), Err(PathError::ForbiddenCharacter));
+        assert_eq!(normalize("/a%00"), Err(PathError::ForbiddenCharacter));
+        assert_eq!(normalize("/a%2"), Err(PathError::BadEscape));
+        assert_eq!(normalize("/a%zz"), Err(PathError::BadEscape));
+        assert_eq!(normalize("a/b"), Err(PathError::NotAbsolute));
+    }
+}
