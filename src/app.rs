@@ -57,6 +57,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     if log::set_boxed_logger(Box::new(LogBridge(logger.clone()))).is_ok() {
         log::set_max_level(log::LevelFilter::Warn);
     }
+    install_panic_hook(logger.clone());
     let storage = Storage::open(&config.storage)?;
     let server_tls = config
         .server
@@ -302,4 +303,17 @@ pub fn load_server_tls(files: &TlsFiles) -> Result<rustls::ServerConfig, String>
                 "server.tls_cert/tls_key: the certificate and key do not form a usable pair: {err}"
             )
         })
+}
+
+/// Routes panic reports into the log as one error record (message and
+/// location, never a backtrace) instead of raw text on stderr.
+fn install_panic_hook(logger: slog::Logger) {
+    std::panic::set_hook(Box::new(move |info| {
+        let message = crate::telemetry::panic_message(info.payload());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        error!(logger, "panic"; "panic" => message, "location" => location);
+    }));
 }

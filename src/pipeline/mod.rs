@@ -61,9 +61,7 @@ pub async fn handle(
 ) -> HttpResponse<LoggedBody> {
     let mut ctx = new_ctx(&req, &state);
     let guard = state.metrics.in_flight_guard();
-    let outcome = AssertUnwindSafe(run_phases(&req, payload, &client, &mut ctx))
-        .catch_unwind()
-        .await;
+    let outcome = catch_panic(run_phases(&req, payload, &client, &mut ctx)).await;
     let response = match outcome {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
@@ -71,19 +69,23 @@ pub async fn handle(
             error.to_response(&ctx.request_id)
         }
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            slog::error!(state.logging.logger, "handler panicked";
-                "request_id" => &ctx.request_id, "panic" => what);
+            slog::error!(state.logging.logger, "request handler panicked";
+                "request_id" => &ctx.request_id, "panic" => panic);
             let error = GatewayError::Internal;
             ctx.record_error(&error);
             error.to_response(&ctx.request_id)
         }
     };
     finish(response, ctx, state.into_inner(), guard)
+}
+
+/// Runs a future, turning a panic inside it into `Err(panic message)` so one
+/// bad request becomes a 500 instead of taking the worker down.
+async fn catch_panic<T>(future: impl std::future::Future<Output = T>) -> Result<T, String> {
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .map_err(|panic| crate::telemetry::panic_message(panic.as_ref()))
 }
 
 fn new_ctx(req: &HttpRequest, state: &AppState) -> RequestCtx {
@@ -202,4 +204,22 @@ fn finish(
     }
     let status = response.status();
     response.map_body(|_, body| LoggedBody::new(body, status, ctx, state, guard))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_web::test]
+    async fn a_panicking_phase_becomes_an_error_not_a_crash() {
+        let outcome = catch_panic(async {
+            if true {
+                panic!("boom");
+            }
+            1
+        })
+        .await;
+        assert_eq!(outcome, Err("boom".to_string()));
+        assert_eq!(catch_panic(async { 7 }).await, Ok(7));
+    }
 }

@@ -228,13 +228,13 @@ where
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     if bodiless {
-        // Keep the upstream's advertised length for HEAD; there is no body to send.
-        if let Some(length) = length {
-            response
-                .headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-        }
-        return response.set_body(BoxBody::new(()));
+        // A HEAD answer advertises the length of a body it never sends.
+        let advertised = if *method == Method::HEAD {
+            length
+        } else {
+            None
+        };
+        return response.set_body(BoxBody::new(NoBody(advertised)));
     }
     let body = match length {
         Some(length) => SizedStream::new(length, upstream).boxed(),
@@ -264,5 +264,26 @@ mod tests {
             upstream_uri(&route, "/api/v1", None).unwrap(),
             "http://127.0.0.1:9000/base/"
         );
+    }
+}
+
+/// An empty response body that may still advertise a length (for HEAD).
+struct NoBody(Option<u64>);
+
+impl MessageBody for NoBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        match self.0 {
+            Some(length) => actix_web::body::BodySize::Sized(length),
+            None => actix_web::body::BodySize::None,
+        }
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<web::Bytes, Self::Error>>> {
+        std::task::Poll::Ready(None)
     }
 }
