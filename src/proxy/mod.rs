@@ -243,6 +243,27 @@ where
     response.set_body(body)
 }
 
+/// An empty response body that may still advertise a length (for HEAD).
+struct NoBody(Option<u64>);
+
+impl MessageBody for NoBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        match self.0 {
+            Some(length) => actix_web::body::BodySize::Sized(length),
+            None => actix_web::body::BodySize::None,
+        }
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<web::Bytes, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,26 +285,5 @@ mod tests {
             upstream_uri(&route, "/api/v1", None).unwrap(),
             "http://127.0.0.1:9000/base/"
         );
-    }
-}
-
-/// An empty response body that may still advertise a length (for HEAD).
-struct NoBody(Option<u64>);
-
-impl MessageBody for NoBody {
-    type Error = std::convert::Infallible;
-
-    fn size(&self) -> actix_web::body::BodySize {
-        match self.0 {
-            Some(length) => actix_web::body::BodySize::Sized(length),
-            None => actix_web::body::BodySize::None,
-        }
-    }
-
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<web::Bytes, Self::Error>>> {
-        std::task::Poll::Ready(None)
     }
 }
