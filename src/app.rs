@@ -11,9 +11,11 @@ use arc_swap::ArcSwap;
 use slog::{error, info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::auth::Auth;
 use crate::config::{self, Config, ConfigSource, TlsFiles};
 use crate::pipeline::{self, Runtime};
 use crate::proxy::{self, UpstreamClient};
+use crate::ratelimit::CounterStore;
 use crate::storage::Storage;
 use crate::telemetry::{LogBridge, Logging, Metrics};
 
@@ -24,6 +26,9 @@ pub struct AppState {
     pub metrics: Metrics,
     pub logging: Logging,
     pub storage: Storage,
+    pub auth: Auth,
+    /// Sliding-window counters (login throttling, rate limits).
+    pub counters: CounterStore,
     /// Set once shutdown begins, so `/readyz` turns away new traffic.
     pub draining: AtomicBool,
 }
@@ -37,6 +42,8 @@ pub enum StartupError {
     Storage(#[from] crate::storage::StorageError),
     #[error("{0}")]
     Tls(String),
+    #[error("cannot load state from storage: {0}")]
+    State(sled::Error),
     #[error("cannot listen on {what} {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -59,6 +66,8 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     }
     install_panic_hook(logger.clone());
     let storage = Storage::open(&config.storage)?;
+    let auth = Auth::open(&storage).map_err(StartupError::State)?;
+    let counters = CounterStore::open(&storage).map_err(StartupError::State)?;
     let server_tls = config
         .server
         .tls
@@ -82,6 +91,8 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
         metrics,
         logging,
         storage,
+        auth,
+        counters,
         draining: AtomicBool::new(false),
     });
 
@@ -156,6 +167,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
             "routes" => runtime.routes.routes().len());
     }
 
+    let maintenance = tokio::spawn(maintain(state.clone()));
     let signals_state = state.clone();
     let signals = tokio::spawn(async move {
         let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
@@ -182,6 +194,8 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
 
     let (proxy_result, admin_result) = futures_util::future::join(proxy_server, admin_server).await;
     signals.abort();
+    maintenance.abort();
+    persist_state(&state);
     if let Err(err) = state.storage.flush() {
         error!(logger, "storage flush at shutdown failed"; "error" => err.to_string());
     }
@@ -190,6 +204,38 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     proxy_result?;
     admin_result?;
     Ok(())
+}
+
+/// Background upkeep, off the request path: write behind session activity
+/// and rate-limit counts, sweep expired sessions and counters.
+async fn maintain(state: web::Data<AppState>) {
+    loop {
+        let interval = {
+            let runtime = state.runtime.load();
+            runtime
+                .config
+                .storage
+                .flush_interval
+                .min(runtime.config.session.touch_interval)
+        };
+        tokio::time::sleep(interval).await;
+        let worker = state.clone();
+        let _ = web::block(move || persist_state(&worker)).await;
+    }
+}
+
+/// One round of write-behind and sweeping.
+fn persist_state(state: &AppState) {
+    let idle = state.runtime.load().config.session.idle_timeout;
+    match state.auth.maintain(idle) {
+        Ok(live) => state.metrics.sessions_active.set(live as i64),
+        Err(err) => {
+            error!(state.logging.logger, "session upkeep failed"; "error" => err.to_string())
+        }
+    }
+    if let Err(err) = state.counters.persist_and_sweep() {
+        error!(state.logging.logger, "rate-limit counter upkeep failed"; "error" => err.to_string());
+    }
 }
 
 /// Loads the configuration again and swaps it in, or keeps the running one

@@ -1,6 +1,7 @@
 //! Every response the gateway makes itself, and the one place that turns an
 //! error into its HTTP status and JSON body.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use actix_web::http::header::{self, HeaderValue};
@@ -12,9 +13,37 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
     #[error("{0}")]
-    BadRequest(&'static str),
+    BadRequest(Cow<'static, str>),
     #[error("no route matches this path")]
     NotFound,
+    /// A named resource of the admin API does not exist.
+    #[error("{0}")]
+    NoSuchResource(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("no session cookie was presented")]
+    MissingToken,
+    #[error("the session token is not valid")]
+    InvalidToken,
+    #[error("the session has expired")]
+    TokenExpired,
+    #[error("the session has been revoked")]
+    TokenRevoked,
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// The admin API's bearer token is missing or wrong.
+    #[error("a valid admin token is required")]
+    Unauthorized,
+    /// Authenticated, but the route's policy denies it. Deliberately vague.
+    #[error("access to this resource is not allowed")]
+    Forbidden,
+    #[error("cross-site request rejected")]
+    CsrfRejected,
+    /// A browser navigation without a session, sent to the login page.
+    #[error("sign in to continue")]
+    LoginRequired { location: String },
+    #[error("too many requests; retry later")]
+    TooManyRequests { retry_after: u64 },
     #[error("this route does not allow the method")]
     MethodNotAllowed { allow: String },
     #[error("the request body is larger than the gateway accepts")]
@@ -60,7 +89,18 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::BadRequest(_) => "bad_request",
-            GatewayError::NotFound => "not_found",
+            GatewayError::NotFound | GatewayError::NoSuchResource(_) => "not_found",
+            GatewayError::Conflict(_) => "conflict",
+            GatewayError::MissingToken => "missing_token",
+            GatewayError::InvalidToken => "invalid_token",
+            GatewayError::TokenExpired => "token_expired",
+            GatewayError::TokenRevoked => "token_revoked",
+            GatewayError::InvalidCredentials => "invalid_credentials",
+            GatewayError::Unauthorized => "unauthorized",
+            GatewayError::Forbidden => "forbidden",
+            GatewayError::CsrfRejected => "csrf_rejected",
+            GatewayError::TooManyRequests { .. } => "too_many_requests",
+            GatewayError::LoginRequired { .. } => "login_required",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::HeaderTooLarge => "header_too_large",
@@ -75,7 +115,17 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::NotFound | GatewayError::NoSuchResource(_) => StatusCode::NOT_FOUND,
+            GatewayError::Conflict(_) => StatusCode::CONFLICT,
+            GatewayError::MissingToken
+            | GatewayError::InvalidToken
+            | GatewayError::TokenExpired
+            | GatewayError::TokenRevoked
+            | GatewayError::InvalidCredentials
+            | GatewayError::Unauthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden | GatewayError::CsrfRejected => StatusCode::FORBIDDEN,
+            GatewayError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::LoginRequired { .. } => StatusCode::FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -117,6 +167,17 @@ impl GatewayError {
             response.insert_header((header::CONNECTION, "close"));
         }
         response.body(serde_json::to_string(&body).unwrap_or_default())
+    }
+}
+
+/// Lets admin handlers use `?`; the response is built by [`GatewayError::to_response`].
+impl actix_web::ResponseError for GatewayError {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.to_response(&crate::pipeline::new_request_id())
     }
 }
 

@@ -8,11 +8,13 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod pipeline;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routing;
 pub mod storage;
 pub mod telemetry;

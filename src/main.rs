@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use portcullis::cli::{Cli, Command};
+use portcullis::cli::{run_accounts, Accounts, Cli, Command};
 use portcullis::config::{self, ConfigSource};
 
 fn main() -> ExitCode {
@@ -10,6 +10,10 @@ fn main() -> ExitCode {
             serve(config.map_or(ConfigSource::Embedded, ConfigSource::File))
         }
         Command::Check { config } => check(config),
+        Command::User { storage, command } => run_accounts(storage.config, Accounts::User(command)),
+        Command::Session { storage, command } => {
+            run_accounts(storage.config, Accounts::Session(command))
+        }
     }
 }
 

@@ -1,4 +1,7 @@
-//! The admin listener (loopback by default): metrics, liveness and readiness.
+//! The admin listener (loopback by default): metrics, liveness, readiness
+//! and the admin API.
+
+pub mod api;
 
 use std::sync::atomic::Ordering;
 
@@ -6,12 +9,22 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::error::GatewayError;
 
 /// Registers the admin routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(metrics))
+    // Malformed JSON or query strings get the gateway's JSON error, not actix's text.
+    let json = web::JsonConfig::default()
+        .limit(64 * 1024)
+        .error_handler(|err, _| GatewayError::BadRequest(err.to_string().into()).into());
+    let query = web::QueryConfig::default()
+        .error_handler(|err, _| GatewayError::BadRequest(err.to_string().into()).into());
+    cfg.app_data(json)
+        .app_data(query)
+        .route("/metrics", web::get().to(metrics))
         .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+        .route("/readyz", web::get().to(readyz))
+        .configure(api::configure);
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {

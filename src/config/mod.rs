@@ -18,8 +18,8 @@ use figment::Figment;
 use serde::de::DeserializeOwned;
 
 pub use model::{
-    AdminConfig, Config, LogConfig, LogFormat, LogOutput, Route, ServerConfig, StorageConfig,
-    TlsFiles, Upstream, UpstreamConfig,
+    AdminConfig, AuthPolicy, Config, LogConfig, LogFormat, LogOutput, LoginConfig, Route, SameSite,
+    ServerConfig, SessionConfig, StorageConfig, TlsFiles, Upstream, UpstreamConfig,
 };
 pub use units::{ByteSize, HumanDuration};
 
@@ -31,7 +31,7 @@ use raw::RawRoute;
 pub const EMBEDDED_DEFAULT: &str = include_str!("embedded.toml");
 
 const SECTIONS: &[&str] = &[
-    "server", "upstream", "admin", "storage", "log", "routes", "profile",
+    "server", "upstream", "admin", "storage", "log", "session", "login", "routes", "profile",
 ];
 
 /// A named set of overrides and defaults, chosen with `PORTCULLIS_PROFILE`.
@@ -182,6 +182,8 @@ fn extract_sections(figment: &Figment, errors: &mut Vec<ConfigError>) -> RawSect
         admin: section(figment, "admin", errors),
         storage: section(figment, "storage", errors),
         log: section(figment, "log", errors),
+        session: section(figment, "session", errors),
+        login: section(figment, "login", errors),
         routes,
     }
 }

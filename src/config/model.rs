@@ -6,10 +6,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use actix_web::http::header::HeaderName;
 use actix_web::http::{uri::Authority, Method, Uri};
 use ipnet::IpNet;
 
-use super::raw::{RawAdmin, RawLog, RawRoute, RawServer, RawStorage, RawUpstream};
+use super::raw::{
+    RawAdmin, RawLog, RawLogin, RawRoute, RawServer, RawSession, RawStorage, RawUpstream,
+};
+use super::units::HumanDuration;
 use super::{ConfigError, Profile};
 use crate::routing::PathPattern;
 
@@ -22,6 +26,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
+    pub session: SessionConfig,
+    pub login: LoginConfig,
     pub routes: Vec<Route>,
 }
 
@@ -57,9 +63,59 @@ pub struct UpstreamConfig {
 }
 
 /// `[admin]`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Bearer token for `/admin/api/*`; the API is disabled without one.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// `[session]`.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub cookie_name: String,
+    pub secure: bool,
+    pub same_site: SameSite,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub rotate_after: Duration,
+    pub rotation_grace: Duration,
+    pub touch_interval: Duration,
+    pub sweep_interval: Duration,
+    pub login_path: String,
+    pub logout_path: String,
+    pub session_path: String,
+    pub trusted_origins: Vec<String>,
+    pub user_id_header: HeaderName,
+    pub roles_header: HeaderName,
+    pub session_id_header: HeaderName,
+}
+
+/// The cookie `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+/// `[login]`.
+#[derive(Debug, Clone)]
+pub struct LoginConfig {
+    pub min_password_length: usize,
+    pub max_failures_per_user: u64,
+    pub max_failures_per_ip: u64,
+    pub failure_window: Duration,
 }
 
 /// `[storage]`.
@@ -110,6 +166,23 @@ pub struct Route {
     /// The route's own timeout, or `server.request_timeout`.
     pub timeout: Duration,
     pub preserve_host: bool,
+    /// Who may use the route; authenticated (deny by default) unless `auth = "public"`.
+    pub policy: AuthPolicy,
+    /// Reject cross-site unsafe requests authenticated by cookie.
+    pub csrf: bool,
+    /// Send browser navigations without a session to the login page instead of a 401.
+    pub login_redirect: bool,
+}
+
+/// A route's authorization policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthPolicy {
+    Public,
+    /// A valid session, holding any one of `roles` (when listed) and every one of `permissions`.
+    Authenticated {
+        roles: Vec<String>,
+        permissions: Vec<String>,
+    },
 }
 
 impl Route {
@@ -129,6 +202,9 @@ impl Route {
             strip_prefix: None,
             timeout: Duration::from_secs(1),
             preserve_host: false,
+            policy: AuthPolicy::Public,
+            csrf: true,
+            login_redirect: false,
         }
     }
 }
@@ -212,6 +288,8 @@ pub(super) struct RawSections {
     pub admin: RawAdmin,
     pub storage: RawStorage,
     pub log: RawLog,
+    pub session: RawSession,
+    pub login: RawLogin,
     pub routes: Vec<RawRoute>,
 }
 
@@ -228,15 +306,11 @@ impl Config {
         let mut e = Errors(errors);
         let server = server_config(&mut e, raw.server);
         let upstream = upstream_config(&mut e, raw.upstream);
-        let admin = AdminConfig {
-            listen: raw
-                .admin
-                .listen
-                .and_then(|l| e.check("admin.listen", socket_addr(&l)))
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901))),
-        };
+        let admin = admin_config(&mut e, raw.admin);
         let storage = storage_config(&mut e, raw.storage);
         let log = log_config(&mut e, raw.log, profile);
+        let session = session_config(&mut e, raw.session, profile);
+        let login = login_config(&mut e, raw.login);
         let routes = routes_config(&mut e, raw.routes, server.request_timeout);
         (errors.len() == before).then_some(Config {
             profile,
@@ -245,8 +319,218 @@ impl Config {
             admin,
             storage,
             log,
+            session,
+            login,
             routes,
         })
+    }
+}
+
+fn admin_config(e: &mut Errors, raw: RawAdmin) -> AdminConfig {
+    let RawAdmin { listen, token } = raw;
+    let token = match token {
+        Some(t) if t.len() < 16 => {
+            e.push(
+                "admin.token",
+                "is too short to be a secret (use at least 16 characters)",
+            );
+            None
+        }
+        other => other,
+    };
+    AdminConfig {
+        listen: listen
+            .and_then(|l| e.check("admin.listen", socket_addr(&l)))
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901))),
+        token,
+    }
+}
+
+fn session_config(e: &mut Errors, raw: RawSession, profile: Profile) -> SessionConfig {
+    let RawSession {
+        cookie_name,
+        secure,
+        same_site,
+        idle_timeout,
+        max_lifetime,
+        rotate_after,
+        rotation_grace,
+        touch_interval,
+        sweep_interval,
+        login_path,
+        logout_path,
+        session_path,
+        trusted_origins,
+        user_id_header,
+        roles_header,
+        session_id_header,
+    } = raw;
+    let secure = secure.unwrap_or(profile != Profile::Dev);
+    let cookie_name = match cookie_name {
+        Some(name) if name.is_empty() || !name.bytes().all(is_token_byte) => {
+            e.push(
+                "session.cookie_name",
+                format!("{name:?} is not a valid cookie name"),
+            );
+            name
+        }
+        Some(name) => name,
+        // The __Host- prefix makes browsers insist on Secure, Path=/ and no Domain.
+        None if secure => "__Host-portcullis_session".to_owned(),
+        None => "portcullis_session".to_owned(),
+    };
+    let same_site = match same_site.as_deref().unwrap_or("lax") {
+        "strict" => SameSite::Strict,
+        "lax" => SameSite::Lax,
+        "none" if !secure => {
+            e.push(
+                "session.same_site",
+                "\"none\" requires session.secure = true",
+            );
+            SameSite::None
+        }
+        "none" => SameSite::None,
+        other => {
+            e.push(
+                "session.same_site",
+                format!("{other:?} is not one of strict, lax, none"),
+            );
+            SameSite::Lax
+        }
+    };
+    let mut duration = |key: &str, value: Option<HumanDuration>, default: u64| {
+        positive(e, key, value.map(|d| d.0), Duration::from_secs(default))
+    };
+    let idle_timeout = duration("session.idle_timeout", idle_timeout, 30 * 60);
+    let max_lifetime = duration("session.max_lifetime", max_lifetime, 12 * 3600);
+    let rotate_after = duration("session.rotate_after", rotate_after, 15 * 60);
+    let rotation_grace = duration("session.rotation_grace", rotation_grace, 30);
+    let touch_interval = duration("session.touch_interval", touch_interval, 5);
+    let sweep_interval = duration("session.sweep_interval", sweep_interval, 60);
+    let mut path = |key: &str, value: Option<String>, default: &str| match value {
+        Some(p)
+            if !p.starts_with('/')
+                || PathPattern::parse(&p).is_err()
+                || p.contains('{')
+                || p.ends_with('*') =>
+        {
+            e.push(
+                key,
+                format!("{p:?} must be a plain absolute path such as {default:?}"),
+            );
+            default.to_owned()
+        }
+        Some(p) => p,
+        None => default.to_owned(),
+    };
+    let login_path = path("session.login_path", login_path, "/auth/login");
+    let logout_path = path("session.logout_path", logout_path, "/auth/logout");
+    let session_path = path("session.session_path", session_path, "/auth/session");
+    if login_path == logout_path || login_path == session_path || logout_path == session_path {
+        e.push(
+            "session",
+            "login_path, logout_path and session_path must differ",
+        );
+    }
+    let trusted_origins = trusted_origins
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, origin)| {
+            e.check(
+                &format!("session.trusted_origins[{i}]"),
+                parse_origin(&origin),
+            )
+        })
+        .collect();
+    let mut header = |key: &str, value: Option<String>, default: &'static str| match value {
+        Some(name) => e
+            .check(
+                key,
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("{name:?} is not a valid header name")),
+            )
+            .unwrap_or(HeaderName::from_static(default)),
+        None => HeaderName::from_static(default),
+    };
+    SessionConfig {
+        cookie_name,
+        secure,
+        same_site,
+        idle_timeout,
+        max_lifetime,
+        rotate_after,
+        rotation_grace,
+        touch_interval,
+        sweep_interval,
+        login_path,
+        logout_path,
+        session_path,
+        trusted_origins,
+        user_id_header: header("session.user_id_header", user_id_header, "x-user-id"),
+        roles_header: header("session.roles_header", roles_header, "x-user-roles"),
+        session_id_header: header(
+            "session.session_id_header",
+            session_id_header,
+            "x-session-id",
+        ),
+    }
+}
+
+/// RFC 6265 cookie-name characters (an HTTP token).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `https://app.example.com[:port]`, normalised to lower case without a trailing slash.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let bad = || format!("{text:?} is not an origin such as \"https://app.example.com\"");
+    let uri: Uri = text.parse().map_err(|_| bad())?;
+    match (uri.scheme_str(), uri.authority(), uri.path()) {
+        (Some("http" | "https"), Some(authority), "" | "/") if uri.query().is_none() => {
+            Ok(format!(
+                "{}://{}",
+                uri.scheme_str().unwrap_or("https"),
+                authority.as_str().to_ascii_lowercase()
+            ))
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn login_config(e: &mut Errors, raw: RawLogin) -> LoginConfig {
+    let RawLogin {
+        min_password_length,
+        max_failures_per_user,
+        max_failures_per_ip,
+        failure_window,
+    } = raw;
+    let mut at_least_one = |key: &str, value: Option<u64>, default: u64| match value {
+        Some(0) => {
+            e.push(key, "must be at least 1");
+            default
+        }
+        Some(n) => n,
+        None => default,
+    };
+    LoginConfig {
+        min_password_length: at_least_one(
+            "login.min_password_length",
+            min_password_length.map(|n| n as u64),
+            12,
+        ) as usize,
+        max_failures_per_user: at_least_one(
+            "login.max_failures_per_user",
+            max_failures_per_user,
+            5,
+        ),
+        max_failures_per_ip: at_least_one("login.max_failures_per_ip", max_failures_per_ip, 20),
+        failure_window: positive(
+            e,
+            "login.failure_window",
+            failure_window.map(|d| d.0),
+            Duration::from_secs(15 * 60),
+        ),
     }
 }
 
@@ -494,8 +778,14 @@ fn routes_config(e: &mut Errors, raw: Vec<RawRoute>, default_timeout: Duration) 
             strip_prefix,
             timeout,
             preserve_host,
+            auth,
+            roles,
+            permissions,
+            csrf,
+            login_redirect,
         } = raw;
         let key = |field: &str| format!("routes[{i}].{field}");
+        let policy = route_policy(e, &key, auth, roles, permissions);
         let id = match id {
             None => {
                 e.push(key("id"), "is required");
@@ -568,10 +858,48 @@ fn routes_config(e: &mut Errors, raw: Vec<RawRoute>, default_timeout: Duration) 
                 strip_prefix,
                 timeout,
                 preserve_host: preserve_host.unwrap_or(false),
+                policy,
+                csrf: csrf.unwrap_or(true),
+                login_redirect: login_redirect.unwrap_or(false),
             });
         }
     }
     routes
+}
+
+fn route_policy(
+    e: &mut Errors,
+    key: &dyn Fn(&str) -> String,
+    auth: Option<String>,
+    roles: Option<Vec<String>>,
+    permissions: Option<Vec<String>>,
+) -> AuthPolicy {
+    let roles = roles.unwrap_or_default();
+    let permissions = permissions.unwrap_or_default();
+    for (field, names) in [("roles", &roles), ("permissions", &permissions)] {
+        if names.iter().any(|n| n.trim().is_empty() || n.contains(',')) {
+            e.push(key(field), "names must be non-empty and contain no ','");
+        }
+    }
+    match auth.as_deref().unwrap_or("authenticated") {
+        "public" => {
+            if !roles.is_empty() || !permissions.is_empty() {
+                e.push(
+                    key("auth"),
+                    "a public route cannot require roles or permissions",
+                );
+            }
+            AuthPolicy::Public
+        }
+        "authenticated" => AuthPolicy::Authenticated { roles, permissions },
+        other => {
+            e.push(
+                key("auth"),
+                format!("{other:?} is not one of public, authenticated"),
+            );
+            AuthPolicy::Authenticated { roles, permissions }
+        }
+    }
 }
 
 fn parse_method(text: &str) -> Result<Method, String> {

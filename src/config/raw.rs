@@ -39,6 +39,39 @@ pub struct RawUpstream {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
+    pub token: Option<String>,
+}
+
+/// `[session]`: the session cookies Portcullis issues.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub cookie_name: Option<String>,
+    pub secure: Option<bool>,
+    pub same_site: Option<String>,
+    pub idle_timeout: Option<HumanDuration>,
+    pub max_lifetime: Option<HumanDuration>,
+    pub rotate_after: Option<HumanDuration>,
+    pub rotation_grace: Option<HumanDuration>,
+    pub touch_interval: Option<HumanDuration>,
+    pub sweep_interval: Option<HumanDuration>,
+    pub login_path: Option<String>,
+    pub logout_path: Option<String>,
+    pub session_path: Option<String>,
+    pub trusted_origins: Option<Vec<String>>,
+    pub user_id_header: Option<String>,
+    pub roles_header: Option<String>,
+    pub session_id_header: Option<String>,
+}
+
+/// `[login]`: passwords and brute-force throttling.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogin {
+    pub min_password_length: Option<usize>,
+    pub max_failures_per_user: Option<u64>,
+    pub max_failures_per_ip: Option<u64>,
+    pub failure_window: Option<HumanDuration>,
 }
 
 /// `[storage]`: the embedded database.
@@ -72,4 +105,9 @@ pub struct RawRoute {
     pub strip_prefix: Option<bool>,
     pub timeout: Option<HumanDuration>,
     pub preserve_host: Option<bool>,
+    pub auth: Option<String>,
+    pub roles: Option<Vec<String>>,
+    pub permissions: Option<Vec<String>>,
+    pub csrf: Option<bool>,
+    pub login_redirect: Option<bool>,
 }

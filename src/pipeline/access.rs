@@ -102,6 +102,7 @@ impl Completion {
                 .with_label_values(&[route_id])
                 .observe(upstream.as_secs_f64());
         }
+        metrics.auth_outcomes.with_label_values(&[ctx.auth]).inc();
         if let Some(kind) = ctx.upstream_failure {
             metrics
                 .upstream_errors
@@ -175,6 +176,17 @@ impl KV for AccessLine<'_> {
             Some(route) => s.emit_str("upstream", &route.upstream.url)?,
             None => s.emit_none("upstream")?,
         }
+        match &ctx.principal {
+            Some((user, session)) => {
+                s.emit_str("user_id", &user.name)?;
+                s.emit_str("session_id", &session.id)?;
+            }
+            None => {
+                s.emit_none("user_id")?;
+                s.emit_none("session_id")?;
+            }
+        }
+        s.emit_str("auth", ctx.auth)?;
         match ctx.error {
             Some(code) => s.emit_str("error", code)?,
             None => s.emit_none("error")?,

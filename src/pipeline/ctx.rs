@@ -4,7 +4,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_web::http::header::HeaderValue;
 use actix_web::HttpRequest;
+
+use crate::auth::{Session, User};
 
 use crate::config::Route;
 use crate::error::GatewayError;
@@ -30,9 +33,21 @@ pub struct RequestCtx {
     pub error: Option<&'static str>,
     /// How the upstream exchange failed, for `portcullis_upstream_errors_total`.
     pub upstream_failure: Option<&'static str>,
+    /// The authenticated user and session, if any.
+    pub principal: Option<(Arc<User>, Arc<Session>)>,
+    /// The authentication outcome, for the access log and metrics.
+    pub auth: &'static str,
+    /// A `Set-Cookie` to add to whatever response is sent (token rotation).
+    pub set_cookie: Option<HeaderValue>,
 }
 
 impl RequestCtx {
+    /// Notes who made the request, for logs and metrics.
+    pub fn identify(&mut self, user: &Arc<User>, session: &Arc<Session>, outcome: &'static str) {
+        self.principal = Some((user.clone(), session.clone()));
+        self.auth = outcome;
+    }
+
     /// Notes an error the gateway is about to answer with.
     pub fn record_error(&mut self, error: &GatewayError) {
         self.error = Some(error.code());

@@ -3,7 +3,8 @@
 //!
 //! 1. `admit`     — framing, header size, path normalisation
 //! 2. `route`     — match the route table
-//! 3. (auth)      — session-cookie authentication and route policy
+//! 3. `authenticate` — session cookie, CSRF and the route's policy
+//!    (the session endpoints — login, logout, session — answer here instead)
 //! 4. (rate limit)— sliding-window limits
 //! 5. `proxy`     — forward upstream and stream the answer back
 //!
@@ -30,13 +31,19 @@ pub use client_ip::{is_trusted, resolve as resolve_client_ip};
 pub use ctx::RequestCtx;
 
 use crate::app::AppState;
-use crate::config::Config;
+use crate::auth::{self, csrf, endpoints, Rejection};
+use crate::config::{AuthPolicy, Config, Route};
 use crate::error::GatewayError;
 use crate::proxy::{self, UpstreamClient};
 use crate::routing::{self, RouteMiss, RouteTable};
 
 /// `X-Request-Id`, sent upstream and back to the client.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(request_id::HEADER);
+
+/// A fresh random request id.
+pub fn new_request_id() -> String {
+    request_id::generate()
+}
 
 /// One configuration compiled for serving: swapped whole on reload, so a
 /// request sees either the old or the new configuration, never a mix.
@@ -61,7 +68,7 @@ pub async fn handle(
 ) -> HttpResponse<LoggedBody> {
     let mut ctx = new_ctx(&req, &state);
     let guard = state.metrics.in_flight_guard();
-    let outcome = catch_panic(run_phases(&req, payload, &client, &mut ctx)).await;
+    let outcome = catch_panic(run_phases(&req, payload, &state, &client, &mut ctx)).await;
     let response = match outcome {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
@@ -109,28 +116,102 @@ fn new_ctx(req: &HttpRequest, state: &AppState) -> RequestCtx {
         bytes_in: 0,
         error: None,
         upstream_failure: None,
+        principal: None,
+        auth: "none",
+        set_cookie: None,
     }
 }
 
 async fn run_phases(
     req: &HttpRequest,
     payload: web::Payload,
+    state: &AppState,
     client: &UpstreamClient,
     ctx: &mut RequestCtx,
 ) -> Result<HttpResponse, GatewayError> {
     let runtime = ctx.runtime.clone();
-    let path = admit(req, &runtime.config)?;
+    let config = &runtime.config;
+    let path = admit(req, config)?;
+    if endpoints::is_endpoint(&path, config) {
+        return endpoints::dispatch(&path, req, payload, state, config, ctx).await;
+    }
     let route = route(&runtime, req, &path, ctx)?;
-    proxy::forward(
-        client,
-        req,
-        payload,
-        route,
-        &path,
-        &runtime.config.server,
-        ctx,
-    )
-    .await
+    authenticate(req, route, config, state, ctx).await?;
+    proxy::forward(client, req, payload, route, &path, config, ctx).await
+}
+
+/// Validates the session cookie and applies the route's policy. Public
+/// routes still identify a valid session (for logs and identity headers)
+/// but never reject one.
+async fn authenticate(
+    req: &HttpRequest,
+    route: &Route,
+    config: &Config,
+    state: &AppState,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    let session = &config.session;
+    let outcome = match auth::session_cookie_value(req.headers(), &session.cookie_name) {
+        None => Err(Rejection::MissingToken),
+        Some(token) => state.auth.authenticate(token, session).await,
+    };
+    if let Ok(principal) = &outcome {
+        if let Some(token) = &principal.rotated_token {
+            ctx.set_cookie = Some(auth::session_cookie(
+                session,
+                token,
+                principal.session.expires_at,
+            ));
+        }
+    }
+    let AuthPolicy::Authenticated { roles, permissions } = &route.policy else {
+        match outcome {
+            Ok(principal) => ctx.identify(&principal.user, &principal.session, "public"),
+            Err(_) => ctx.auth = "public",
+        }
+        return Ok(());
+    };
+    let principal = match outcome {
+        Ok(principal) => principal,
+        Err(rejection) => {
+            let error = endpoints::rejection_error(rejection);
+            ctx.auth = error.code();
+            if route.login_redirect && wants_html(req) {
+                let target = match req.uri().query() {
+                    Some(query) => format!("{}?{query}", req.path()),
+                    None => req.path().to_owned(),
+                };
+                let next = serde_urlencoded::to_string([("next", target)]).unwrap_or_default();
+                return Err(GatewayError::LoginRequired {
+                    location: format!("{}?{next}", session.login_path),
+                });
+            }
+            return Err(error);
+        }
+    };
+    ctx.identify(&principal.user, &principal.session, "authenticated");
+    if route.csrf && !csrf::allows(req, session) {
+        ctx.auth = "csrf_rejected";
+        return Err(GatewayError::CsrfRejected);
+    }
+    let user = &principal.user;
+    let has_role = roles.is_empty() || roles.iter().any(|r| user.roles.contains(r));
+    let has_permissions = permissions.iter().all(|p| user.permissions.contains(p));
+    if !(has_role && has_permissions) {
+        ctx.auth = "forbidden";
+        return Err(GatewayError::Forbidden);
+    }
+    Ok(())
+}
+
+/// A browser navigation, which may be sent to the login page instead of a 401.
+fn wants_html(req: &HttpRequest) -> bool {
+    matches!(*req.method(), Method::GET | Method::HEAD)
+        && req
+            .headers()
+            .get(actix_web::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"))
 }
 
 /// Refuses requests the gateway will not forward, and normalises the path.
@@ -140,10 +221,15 @@ fn admit<'r>(
 ) -> Result<std::borrow::Cow<'r, str>, GatewayError> {
     if *req.method() == Method::CONNECT {
         return Err(GatewayError::BadRequest(
-            "CONNECT tunnels are not supported",
+            "CONNECT tunnels are not supported".into(),
         ));
     }
-    let header_bytes = req.uri().to_string().len()
+    let uri = req.uri();
+    let request_line = req.method().as_str().len()
+        + uri.path().len()
+        + uri.query().map_or(0, |q| q.len() + 1)
+        + 11;
+    let header_bytes = request_line
         + req
             .headers()
             .iter()
@@ -152,17 +238,8 @@ fn admit<'r>(
     if header_bytes > config.server.max_header_bytes {
         return Err(GatewayError::HeaderTooLarge);
     }
-    routing::normalize(req.uri().path()).map_err(|err| match err {
-        routing::PathError::NotAbsolute => {
-            GatewayError::BadRequest("the request path must start with '/'")
-        }
-        routing::PathError::BadEscape => {
-            GatewayError::BadRequest("the request path has a malformed percent-encoding")
-        }
-        routing::PathError::ForbiddenCharacter => {
-            GatewayError::BadRequest("the request path contains an encoded slash, backslash or NUL")
-        }
-    })
+    routing::normalize(req.uri().path())
+        .map_err(|err| GatewayError::BadRequest(err.to_string().into()))
 }
 
 fn route<'a>(
@@ -170,7 +247,7 @@ fn route<'a>(
     req: &HttpRequest,
     path: &str,
     ctx: &mut RequestCtx,
-) -> Result<&'a crate::config::Route, GatewayError> {
+) -> Result<&'a Route, GatewayError> {
     match runtime.routes.match_request(path, req.method()) {
         Ok((index, route)) => {
             ctx.route = Some(index);
@@ -185,12 +262,17 @@ fn route<'a>(
 /// which writes the access log when the client has received everything.
 fn finish(
     mut response: HttpResponse,
-    ctx: RequestCtx,
+    mut ctx: RequestCtx,
     state: Arc<AppState>,
     guard: crate::telemetry::InFlight,
 ) -> HttpResponse<LoggedBody> {
     if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, id);
+    }
+    if let Some(cookie) = ctx.set_cookie.take() {
+        response
+            .headers_mut()
+            .append(actix_web::http::header::SET_COOKIE, cookie);
     }
     if ctx
         .req

@@ -20,7 +20,7 @@ pub fn from_headers(headers: &HeaderMap) -> String {
         .map_or_else(generate, str::to_owned)
 }
 
-fn generate() -> String {
+pub fn generate() -> String {
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
     let mut id = String::with_capacity(32);

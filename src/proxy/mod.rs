@@ -15,7 +15,7 @@ use awc::error::{ConnectError, SendRequestError};
 
 pub use body::{BodyFailure, BodyOutcome};
 
-use crate::config::{Route, ServerConfig, UpstreamConfig};
+use crate::config::{Config, Route, ServerConfig, UpstreamConfig};
 use crate::error::{GatewayError, UpstreamFailure};
 use crate::pipeline::RequestCtx;
 
@@ -68,9 +68,11 @@ pub async fn forward(
     payload: web::Payload,
     route: &Route,
     path: &str,
-    server: &ServerConfig,
+    config: &Config,
     ctx: &mut RequestCtx,
 ) -> Result<HttpResponse, GatewayError> {
+    let server = &config.server;
+    let session = &config.session;
     let uri = upstream_uri(route, path, req.uri().query())?;
     let mut upstream = client
         .client
@@ -79,11 +81,30 @@ pub async fn forward(
         .timeout(route.timeout);
     {
         let outbound = upstream.headers_mut();
+        // Identity headers are the gateway's alone: client-supplied copies never pass.
         headers::copy_end_to_end(req.headers(), outbound, |name| {
             *name == header::HOST
+                || *name == header::COOKIE
                 || headers::is_forwarding_header(name)
                 || *name == crate::pipeline::REQUEST_ID_HEADER
+                || *name == session.user_id_header
+                || *name == session.roles_header
+                || *name == session.session_id_header
         });
+        if let Some(cookies) =
+            crate::auth::strip_session_cookie(req.headers(), &session.cookie_name)
+        {
+            outbound.insert(header::COOKIE, cookies);
+        }
+        if let Some((user, session_state)) = &ctx.principal {
+            if let Ok(value) = HeaderValue::from_str(&user.name) {
+                outbound.insert(session.user_id_header.clone(), value);
+            }
+            outbound.insert(session.roles_header.clone(), user.roles_header.clone());
+            if let Ok(value) = HeaderValue::from_str(&session_state.id) {
+                outbound.insert(session.session_id_header.clone(), value);
+            }
+        }
         headers::add_forwarding(
             req.headers(),
             outbound,
@@ -146,7 +167,7 @@ fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Result<Uri, G
         uri.push_str(query);
     }
     uri.parse()
-        .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded"))
+        .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded".into()))
 }
 
 /// The body to send upstream: none, a sized stream, or a chunked stream.
@@ -185,7 +206,7 @@ fn classify(err: &SendRequestError, body: Option<BodyFailure>) -> GatewayError {
         (Some(BodyFailure::TooLarge), _) => GatewayError::PayloadTooLarge,
         (Some(BodyFailure::Timeout), _) => GatewayError::BodyTimeout,
         (Some(BodyFailure::Client), _) | (None, SendRequestError::Body(_)) => {
-            GatewayError::BadRequest("the request body was malformed or cut short")
+            GatewayError::BadRequest("the request body was malformed or cut short".into())
         }
         (None, SendRequestError::Timeout) => GatewayError::GatewayTimeout,
         (

@@ -4,10 +4,22 @@
 //! `storage.flush_interval`; callers that need a write to be durable before
 //! answering (logouts, revocations) call [`Storage::flush`].
 
+mod records;
+
 use std::io;
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use records::{Records, SessionRecord, UserRecord, SCHEMA_VERSION};
 
 use crate::config::StorageConfig;
+
+/// The current time in Unix milliseconds, the unit of every stored timestamp.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +64,21 @@ impl Storage {
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<(), sled::Error> {
         self.db.flush().map(|_| ())
+    }
+
+    /// Makes every write so far durable without blocking the async worker.
+    pub async fn flush_async(&self) -> Result<(), sled::Error> {
+        self.db.flush_async().await.map(|_| ())
+    }
+
+    /// User accounts, keyed by username.
+    pub fn users(&self) -> sled::Result<Records<UserRecord>> {
+        Ok(Records::new(self.db.open_tree(records::USERS_TREE)?))
+    }
+
+    /// Sessions, keyed by session id.
+    pub fn sessions(&self) -> sled::Result<Records<SessionRecord>> {
+        Ok(Records::new(self.db.open_tree(records::SESSIONS_TREE)?))
     }
 
     /// The underlying database, for the storage modules that own its trees.

@@ -17,6 +17,9 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub log_dropped: IntCounter,
     pub config_reloads: IntCounterVec,
+    pub auth_outcomes: IntCounterVec,
+    pub logins: IntCounterVec,
+    pub sessions_active: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -73,6 +76,22 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
+        let auth_outcomes = IntCounterVec::new(
+            Opts::new(
+                "auth_outcomes_total",
+                "Authentication outcomes on the proxy listener, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let logins = IntCounterVec::new(
+            Opts::new("logins_total", "Login attempts, by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let sessions_active =
+            IntGauge::new("sessions_active", "Live (unexpired, unrevoked) sessions")
+                .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -81,6 +100,9 @@ impl Metrics {
             Box::new(in_flight.clone()),
             Box::new(log_dropped.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(auth_outcomes.clone()),
+            Box::new(logins.clone()),
+            Box::new(sessions_active.clone()),
         ] {
             registry
                 .register(collector)
@@ -101,6 +123,9 @@ impl Metrics {
             in_flight,
             log_dropped,
             config_reloads,
+            auth_outcomes,
+            logins,
+            sessions_active,
         }
     }
 

@@ -1,0 +1,267 @@
+//! The admin JSON API (`/admin/api/*`): users and sessions of the live
+//! gateway. Every call needs `Authorization: Bearer <admin.token>`; without
+//! a configured token the API refuses everything.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use slog::info;
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+use crate::auth::{rfc3339, AccountError};
+use crate::error::GatewayError;
+
+/// Registers the API routes under `/admin/api`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/admin/api")
+            .route("/sessions", web::post().to(issue_session))
+            .route("/sessions", web::get().to(list_sessions))
+            .route("/sessions/{id}", web::delete().to(revoke_session))
+            .route("/users", web::get().to(list_users))
+            .route("/users", web::post().to(add_user))
+            .route("/users/{name}", web::get().to(get_user))
+            .route("/users/{name}", web::patch().to(update_user))
+            .route("/users/{name}", web::delete().to(delete_user))
+            .route(
+                "/users/{name}/sessions",
+                web::delete().to(revoke_user_sessions),
+            ),
+    );
+}
+
+/// Checks the bearer token in constant time.
+fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), GatewayError> {
+    let runtime = state.runtime.load();
+    let expected = runtime
+        .config
+        .admin
+        .token
+        .as_deref()
+        .ok_or(GatewayError::Unauthorized)?;
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(GatewayError::Unauthorized)?;
+    let same: bool = presented.as_bytes().ct_eq(expected.as_bytes()).into();
+    same.then_some(()).ok_or(GatewayError::Unauthorized)
+}
+
+impl From<AccountError> for GatewayError {
+    fn from(err: AccountError) -> Self {
+        match err {
+            AccountError::UserExists(_) | AccountError::UserDisabled(_) => {
+                GatewayError::Conflict(err.to_string())
+            }
+            AccountError::NoSuchUser(_) | AccountError::NoSuchSession(_) => {
+                GatewayError::NoSuchResource(err.to_string())
+            }
+            AccountError::PasswordTooShort(_)
+            | AccountError::InvalidUsername(_)
+            | AccountError::InvalidName(_) => GatewayError::BadRequest(err.to_string().into()),
+            AccountError::Storage(_) | AccountError::Hashing => GatewayError::ServiceUnavailable,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueSession {
+    user: String,
+    ttl: Option<String>,
+}
+
+async fn issue_session(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<IssueSession>,
+) -> Result<HttpResponse, GatewayError> {
+    authorize(&req, &state)?;
+    let session_config = state.runtime.load().config.session.clone();
+    let ttl = match &body.ttl {
+        None => session_config.max_lifetime,
+        Some(text) => humantime::parse_duration(text)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                GatewayError::BadRequest(
+                    format!("ttl: {text:?} is not a duration such as \"1h\"").into(),
+                )
+            })?,
+    };
+    let issued = state.auth.issue(&body.user, ttl).await?;
+    info!(state.logging.logger, "admin: session issued"; "user" => &body.user, "session_id" => &*issued.session.id);
+    Ok(HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({
+            "id": &*issued.session.id,
+            "token": issued.token,
+            "cookie_name": session_config.cookie_name,
+            "expires_at": rfc3339(issued.session.expires_at),
+        })))
+}
+
+#[derive(Deserialize)]
+struct SessionFilter {
+    user: Option<String>,
+}
+
+async fn list_sessions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    filter: web::Query<SessionFilter>,
+) -> Result<HttpResponse, GatewayError> {
+    authorize(&req, &state)?;
+    let idle = state.runtime.load().config.session.idle_timeout;
+    let sessions: Vec<_> = state
+        .auth
+        .sessions(filter.user.as_deref())
+        .iter()
+        .map(|s| s.summary(idle))
+        .collect();
+    Ok(HttpResponse::Ok().json(sessions))
+}
+
+async fn revoke_session(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, GatewayError> {
+    authorize(&req, &state)?;
+    if !state.auth.revoke(&id).await? {
+        return Err(AccountError::NoSuchSession(id.into_inner()).into());
+    }
+    info!(state.logging.logger, "admin: session revoked"; "session_id" => id.as_str());
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn revoke_user_sessions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, GatewayError> {
+    authorize(&req, &state)?;
+    let revoked = state.auth.revoke_user(&name).await?;
+    info!(state.logging.logger, "admin: user sessions revoked"; "user" => name.as_str(), "revoked" => revoked);
+    Ok(HttpResponse::Ok().json(serde_json::json!({"revoked": revoked})))
+}
+
+async fn list_users(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    authorize(&req, &state)?;
+    let users: Vec<_> = state.auth.users().iter().map(|u| u.summary()).collect();
+    Ok(HttpResponse::Ok().json(users))
+}
+
+async fn get_user(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, GatewayError> {
+    authorize(&req, &state)?;
+    let user = state
+        .auth
+        .find_user(&name)
+        .ok_or_else(|| AccountError::NoSuchUser(name.into_inner()))?;
+    Ok(HttpResponse::Ok().json(user.summary()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    username: String,
+    password: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    permissions: Vec<String>,
+}
+
+async fn add_user(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<NewUser>,
+) -> Result<HttpResponse, GatewayError> {
+    authorize(&req, &state)?;
+    let min = state.runtime.load().config.login.min_password_length;
+    let NewUser {
+        username,
+        password,
+        roles,
+        permissions,
+    } = body.into_inner();
+    let user = state
+        .auth
+        .add_user(&username, password, roles, permissions, min)
+        .await?;
+    info!(state.logging.logger, "admin: user added"; "user" => &username);
+    Ok(HttpResponse::Created().json(user.summary()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserChange {
+    password: Option<String>,
+    roles: Option<Vec<String>>,
+    permissions: Option<Vec<String>>,
+    disabled: Option<bool>,
+}
+
+/// Applies the given changes; any of them revokes the user's sessions.
+async fn update_user(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Json<UserChange>,
+) -> Result<HttpResponse, GatewayError> {
+    authorize(&req, &state)?;
+    let min = state.runtime.load().config.login.min_password_length;
+    let UserChange {
+        password,
+        roles,
+        permissions,
+        disabled,
+    } = body.into_inner();
+    let mut revoked = 0;
+    if let Some(password) = password {
+        revoked += state.auth.set_password(&name, password, min).await?;
+    }
+    if roles.is_some() || permissions.is_some() {
+        revoked += state.auth.set_privileges(&name, roles, permissions).await?;
+    }
+    if let Some(disabled) = disabled {
+        revoked += state.auth.set_disabled(&name, disabled).await?;
+    }
+    info!(state.logging.logger, "admin: user updated"; "user" => name.as_str(), "sessions_revoked" => revoked);
+    let user = state
+        .auth
+        .find_user(&name)
+        .ok_or_else(|| AccountError::NoSuchUser(name.into_inner()))?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"user": user.summary(), "sessions_revoked": revoked})))
+}
+
+async fn delete_user(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, GatewayError> {
+    authorize(&req, &state)?;
+    let revoked = state.auth.delete_user(&name).await?;
+    info!(state.logging.logger, "admin: user deleted"; "user" => name.as_str(), "sessions_revoked" => revoked);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Parses a `--ttl`/`ttl` value.
+pub fn parse_ttl(text: &str) -> Option<Duration> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero())
+}

@@ -1,0 +1,115 @@
+//! The command line: `serve`, `check`, and offline `user` / `session`
+//! management against the storage directory.
+
+mod accounts;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use accounts::{run as run_accounts, Accounts};
+
+/// Portcullis: a single-node API gateway.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (on the embedded development default without --config).
+    Serve {
+        /// The TOML configuration file.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and list every problem with its key path.
+    Check {
+        /// The TOML configuration file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Manage users in the storage directory (while no gateway is running).
+    User {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Issue, list and revoke sessions in the storage directory (while no gateway is running).
+    Session {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
+}
+
+/// Which storage directory to act on.
+#[derive(Debug, Args)]
+pub struct StorageArgs {
+    /// The configuration whose `storage.path` to use (default: the embedded default).
+    #[arg(long, short, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user (the password is prompted for, or read from stdin).
+    Add {
+        name: String,
+        /// A role (repeatable).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// A permission (repeatable).
+        #[arg(long = "permission", value_name = "PERMISSION")]
+        permissions: Vec<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+    /// Change a user's password (revokes their sessions).
+    SetPassword {
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Replace a user's roles (revokes their sessions).
+    SetRoles { name: String, roles: Vec<String> },
+    /// Disable a user (revokes their sessions).
+    Disable { name: String },
+    /// Re-enable a disabled user.
+    Enable { name: String },
+    /// Delete a user and their sessions.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Issue a session for a user and print its token (shown once).
+    Issue {
+        #[arg(long)]
+        user: String,
+        /// Lifetime, e.g. "1h" (default: session.max_lifetime).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List sessions.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke one session by id, or every session of --user.
+    Revoke {
+        /// The session id.
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        id: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+}

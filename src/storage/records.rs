@@ -1,0 +1,104 @@
+//! Users and sessions as stored in sled: one tree each, JSON values carrying
+//! a schema version so later releases can migrate them.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The schema version written with every record.
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub const USERS_TREE: &str = "users";
+pub const SESSIONS_TREE: &str = "sessions";
+
+/// A user account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserRecord {
+    pub v: u32,
+    pub username: String,
+    /// An argon2id PHC string; never the password.
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+    pub disabled: bool,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// A session. Only hashes of its tokens are stored, so a copy of the
+/// database yields no usable cookie.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub v: u32,
+    pub id: String,
+    pub user: String,
+    /// Hex SHA-256 of the current token.
+    pub token_hash: String,
+    /// Hex SHA-256 of the token replaced by the last rotation, accepted until
+    /// `previous_valid_until`.
+    pub previous_token_hash: Option<String>,
+    pub previous_valid_until: u64,
+    pub created_at: u64,
+    pub token_issued_at: u64,
+    pub last_seen: u64,
+    /// The absolute end of the session, whatever its activity.
+    pub expires_at: u64,
+    pub revoked_at: Option<u64>,
+}
+
+/// A typed view of one sled tree holding JSON records keyed by name or id.
+#[derive(Clone)]
+pub struct Records<T> {
+    tree: sled::Tree,
+    _type: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Records<T> {
+    pub(super) fn new(tree: sled::Tree) -> Self {
+        Records {
+            tree,
+            _type: std::marker::PhantomData,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> sled::Result<Option<T>> {
+        Ok(self
+            .tree
+            .get(key.as_bytes())?
+            .and_then(|bytes| decode(&bytes)))
+    }
+
+    pub fn put(&self, key: &str, record: &T) -> sled::Result<()> {
+        let bytes =
+            serde_json::to_vec(record).map_err(|e| sled::Error::Unsupported(e.to_string()))?;
+        self.tree.insert(key.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// Removes a record; true when it existed.
+    pub fn delete(&self, key: &str) -> sled::Result<bool> {
+        Ok(self.tree.remove(key.as_bytes())?.is_some())
+    }
+
+    /// Every readable record. Unreadable ones (from a newer schema) are skipped.
+    pub fn all(&self) -> sled::Result<Vec<T>> {
+        let mut out = Vec::new();
+        for item in self.tree.iter() {
+            let (_, bytes) = item?;
+            out.extend(decode(&bytes));
+        }
+        Ok(out)
+    }
+
+    /// Applies several removals at once.
+    pub fn delete_many<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> sled::Result<()> {
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            batch.remove(key.as_bytes());
+        }
+        self.tree.apply_batch(batch)
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    serde_json::from_slice(bytes).ok()
+}
