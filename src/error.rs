@@ -42,8 +42,13 @@ pub enum GatewayError {
     /// A browser navigation without a session, sent to the login page.
     #[error("sign in to continue")]
     LoginRequired { location: String },
-    #[error("too many requests; retry later")]
-    TooManyRequests { retry_after: u64 },
+    /// Over a rate limit (or the login throttle): `limit` requests per `window` seconds.
+    #[error("rate limit exceeded; retry later")]
+    RateLimited {
+        limit: u64,
+        window: u64,
+        retry_after: u64,
+    },
     #[error("this route does not allow the method")]
     MethodNotAllowed { allow: String },
     #[error("the request body is larger than the gateway accepts")]
@@ -99,7 +104,7 @@ impl GatewayError {
             GatewayError::Unauthorized => "unauthorized",
             GatewayError::Forbidden => "forbidden",
             GatewayError::CsrfRejected => "csrf_rejected",
-            GatewayError::TooManyRequests { .. } => "too_many_requests",
+            GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::LoginRequired { .. } => "login_required",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::PayloadTooLarge => "payload_too_large",
@@ -124,7 +129,7 @@ impl GatewayError {
             | GatewayError::InvalidCredentials
             | GatewayError::Unauthorized => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden | GatewayError::CsrfRejected => StatusCode::FORBIDDEN,
-            GatewayError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::LoginRequired { .. } => StatusCode::FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -145,26 +150,59 @@ impl GatewayError {
             message: String,
             correlation_id: &'a str,
             timestamp: String,
+            #[serde(flatten)]
+            limits: Option<Limits>,
         }
+        #[derive(Serialize)]
+        struct Limits {
+            retry_after: u64,
+            limit: u64,
+            window: u64,
+        }
+        let limits = match *self {
+            GatewayError::RateLimited {
+                limit,
+                window,
+                retry_after,
+            } => Some(Limits {
+                retry_after,
+                limit,
+                window,
+            }),
+            _ => None,
+        };
         let body = Body {
             error: self.code(),
             message: self.to_string(),
             correlation_id: request_id,
             timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            limits,
         };
         let mut response = HttpResponse::build(self.status());
         response.content_type("application/json");
-        if let GatewayError::MethodNotAllowed { allow } = self {
-            if let Ok(value) = HeaderValue::from_str(allow) {
-                response.insert_header((header::ALLOW, value));
+        match self {
+            GatewayError::MethodNotAllowed { allow } => {
+                if let Ok(value) = HeaderValue::from_str(allow) {
+                    response.insert_header((header::ALLOW, value));
+                }
             }
+            GatewayError::RateLimited { retry_after, .. } => {
+                response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+            }
+            GatewayError::LoginRequired { location } => {
+                if let Ok(value) = HeaderValue::from_str(location) {
+                    response.insert_header((header::LOCATION, value));
+                }
+            }
+            GatewayError::BodyTimeout | GatewayError::PayloadTooLarge => {
+                // The rest of the body is unread; the connection cannot be reused.
+                response.force_close();
+            }
+            _ => {}
         }
-        if matches!(
-            self,
-            GatewayError::BodyTimeout | GatewayError::PayloadTooLarge
-        ) {
-            // The rest of the body is unread; the connection cannot be reused.
-            response.insert_header((header::CONNECTION, "close"));
+        if matches!(self.status(), StatusCode::UNAUTHORIZED | StatusCode::FOUND) {
+            // Answers that depend on credentials must never be cached.
+            response.insert_header((header::CACHE_CONTROL, "no-store"));
         }
         response.body(serde_json::to_string(&body).unwrap_or_default())
     }

@@ -29,6 +29,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/users/{name}/sessions",
                 web::delete().to(revoke_user_sessions),
+            )
+            .route("/rate-limits", web::get().to(list_rate_limits))
+            .route(
+                "/rate-limits/{policy}/{key}",
+                web::delete().to(reset_rate_limit),
             ),
     );
 }
@@ -256,6 +261,62 @@ async fn delete_user(
     authorize(&req, &state)?;
     let revoked = state.auth.delete_user(&name).await?;
     info!(state.logging.logger, "admin: user deleted"; "user" => name.as_str(), "sessions_revoked" => revoked);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Every policy with its busiest keys right now.
+async fn list_rate_limits(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    authorize(&req, &state)?;
+    let runtime = state.runtime.load();
+    let policies: Vec<_> = runtime
+        .config
+        .rate_limits
+        .iter()
+        .map(|policy| {
+            let prefix = format!("{}|", policy.name);
+            let busiest: Vec<_> = state
+                .counters
+                .busiest(&prefix, 10)
+                .into_iter()
+                .map(
+                    |(key, count)| serde_json::json!({"key": &key[prefix.len()..], "count": count}),
+                )
+                .collect();
+            serde_json::json!({
+                "name": &*policy.name,
+                "limit": policy.limit,
+                "window_seconds": policy.window.as_secs_f64(),
+                "fail": format!("{:?}", policy.fail).to_lowercase(),
+                "roles": policy.roles.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                "busiest": busiest,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(policies))
+}
+
+/// Forgets one key's count, e.g. to unblock a client.
+async fn reset_rate_limit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, GatewayError> {
+    authorize(&req, &state)?;
+    let (policy, key) = path.into_inner();
+    let full = format!("{policy}|{key}");
+    let removed = state
+        .counters
+        .reset(&full)
+        .map_err(|_| GatewayError::ServiceUnavailable)?;
+    if !removed {
+        return Err(GatewayError::NoSuchResource(format!(
+            "no counter for key {key:?} of policy {policy:?}"
+        )));
+    }
+    info!(state.logging.logger, "admin: rate-limit key reset"; "policy" => &policy, "key" => &key);
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -181,7 +181,6 @@ impl<'a> LoginThrottle<'a> {
     /// Refuses the attempt (429) while either key has too many recent failures.
     pub fn check(&self) -> Result<(), GatewayError> {
         let window = self.config.failure_window;
-        let mut wait_ms = 0;
         for (key, limit) in [
             (&self.user_key, self.config.max_failures_per_user),
             (&self.ip_key, self.config.max_failures_per_ip),
@@ -191,15 +190,14 @@ impl<'a> LoginThrottle<'a> {
                 .peek(key, window, limit)
                 .map_err(|_| GatewayError::ServiceUnavailable)?;
             if !decision.allowed {
-                wait_ms = wait_ms.max(decision.retry_after_ms.max(1));
+                return Err(GatewayError::RateLimited {
+                    limit,
+                    window: window.as_secs().max(1),
+                    retry_after: decision.retry_after_ms.div_ceil(1000).max(1),
+                });
             }
         }
-        match wait_ms {
-            0 => Ok(()),
-            ms => Err(GatewayError::TooManyRequests {
-                retry_after: ms.div_ceil(1000),
-            }),
-        }
+        Ok(())
     }
 
     pub fn record_failure(&self) {

@@ -6,6 +6,7 @@
 //! `PORTCULLIS_PROFILE`, else `dev` on the embedded default and `prod` with a file.
 
 mod model;
+mod rate_limits;
 mod raw;
 mod units;
 
@@ -21,6 +22,7 @@ pub use model::{
     AdminConfig, AuthPolicy, Config, LogConfig, LogFormat, LogOutput, LoginConfig, Route, SameSite,
     ServerConfig, SessionConfig, StorageConfig, TlsFiles, Upstream, UpstreamConfig,
 };
+pub use rate_limits::{FailMode, KeyPart, RateLimitPolicy};
 pub use units::{ByteSize, HumanDuration};
 
 use model::RawSections;
@@ -31,7 +33,16 @@ use raw::RawRoute;
 pub const EMBEDDED_DEFAULT: &str = include_str!("embedded.toml");
 
 const SECTIONS: &[&str] = &[
-    "server", "upstream", "admin", "storage", "log", "session", "login", "routes", "profile",
+    "server",
+    "upstream",
+    "admin",
+    "storage",
+    "log",
+    "session",
+    "login",
+    "rate_limits",
+    "routes",
+    "profile",
 ];
 
 /// A named set of overrides and defaults, chosen with `PORTCULLIS_PROFILE`.
@@ -184,6 +195,7 @@ fn extract_sections(figment: &Figment, errors: &mut Vec<ConfigError>) -> RawSect
         log: section(figment, "log", errors),
         session: section(figment, "session", errors),
         login: section(figment, "login", errors),
+        rate_limits: section(figment, "rate_limits", errors),
         routes,
     }
 }

@@ -4,14 +4,17 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::HeaderName;
 use actix_web::http::{uri::Authority, Method, Uri};
 use ipnet::IpNet;
 
+use super::rate_limits::{self, RateLimitPolicy};
 use super::raw::{
-    RawAdmin, RawLog, RawLogin, RawRoute, RawServer, RawSession, RawStorage, RawUpstream,
+    RawAdmin, RawLog, RawLogin, RawRateLimit, RawRoute, RawServer, RawSession, RawStorage,
+    RawUpstream,
 };
 use super::units::HumanDuration;
 use super::{ConfigError, Profile};
@@ -28,6 +31,8 @@ pub struct Config {
     pub log: LogConfig,
     pub session: SessionConfig,
     pub login: LoginConfig,
+    /// Every rate-limit policy, by name.
+    pub rate_limits: Vec<Arc<RateLimitPolicy>>,
     pub routes: Vec<Route>,
 }
 
@@ -172,6 +177,8 @@ pub struct Route {
     pub csrf: bool,
     /// Send browser navigations without a session to the login page instead of a 401.
     pub login_redirect: bool,
+    /// Every policy must admit the request.
+    pub rate_limits: Vec<Arc<RateLimitPolicy>>,
 }
 
 /// A route's authorization policy.
@@ -205,6 +212,7 @@ impl Route {
             policy: AuthPolicy::Public,
             csrf: true,
             login_redirect: false,
+            rate_limits: Vec::new(),
         }
     }
 }
@@ -247,15 +255,15 @@ impl Upstream {
 }
 
 /// Collects validation errors under key paths.
-struct Errors<'a>(&'a mut Vec<ConfigError>);
+pub(super) struct Errors<'a>(&'a mut Vec<ConfigError>);
 
 impl Errors<'_> {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError::new(path, message));
     }
 
     /// Runs a parser, recording its error under `path`.
-    fn check<T>(&mut self, path: &str, result: Result<T, String>) -> Option<T> {
+    pub(super) fn check<T>(&mut self, path: &str, result: Result<T, String>) -> Option<T> {
         result.map_err(|message| self.push(path, message)).ok()
     }
 }
@@ -290,6 +298,7 @@ pub(super) struct RawSections {
     pub log: RawLog,
     pub session: RawSession,
     pub login: RawLogin,
+    pub rate_limits: std::collections::BTreeMap<String, RawRateLimit>,
     pub routes: Vec<RawRoute>,
 }
 
@@ -299,11 +308,12 @@ pub const HEADER_BYTES_CEILING: u64 = 128 * 1024;
 impl Config {
     pub(super) fn from_raw(
         profile: Profile,
-        raw: RawSections,
+        mut raw: RawSections,
         errors: &mut Vec<ConfigError>,
     ) -> Option<Config> {
         let before = errors.len();
         let mut e = Errors(errors);
+        let default_rate_limit = raw.server.rate_limit.take();
         let server = server_config(&mut e, raw.server);
         let upstream = upstream_config(&mut e, raw.upstream);
         let admin = admin_config(&mut e, raw.admin);
@@ -311,7 +321,21 @@ impl Config {
         let log = log_config(&mut e, raw.log, profile);
         let session = session_config(&mut e, raw.session, profile);
         let login = login_config(&mut e, raw.login);
-        let routes = routes_config(&mut e, raw.routes, server.request_timeout);
+        let policies = rate_limits::policies(&mut e, raw.rate_limits);
+        let default_limits = rate_limits::attach(
+            &mut e,
+            "server.rate_limit",
+            default_rate_limit.map(super::raw::OneOrMany::One),
+            &policies,
+            &[],
+        );
+        let routes = routes_config(
+            &mut e,
+            raw.routes,
+            server.request_timeout,
+            &policies,
+            &default_limits,
+        );
         (errors.len() == before).then_some(Config {
             profile,
             server,
@@ -321,6 +345,7 @@ impl Config {
             log,
             session,
             login,
+            rate_limits: policies.into_values().collect(),
             routes,
         })
     }
@@ -548,6 +573,7 @@ fn server_config(e: &mut Errors, raw: RawServer) -> ServerConfig {
         keep_alive,
         shutdown_grace,
         workers,
+        rate_limit: _, // resolved together with the routes
     } = raw;
     let listen = listen
         .and_then(|l| e.check("server.listen", socket_addr(&l)))
@@ -766,7 +792,13 @@ fn log_config(e: &mut Errors, raw: RawLog, profile: Profile) -> LogConfig {
     }
 }
 
-fn routes_config(e: &mut Errors, raw: Vec<RawRoute>, default_timeout: Duration) -> Vec<Route> {
+fn routes_config(
+    e: &mut Errors,
+    raw: Vec<RawRoute>,
+    default_timeout: Duration,
+    policies: &std::collections::BTreeMap<String, Arc<RateLimitPolicy>>,
+    default_limits: &[Arc<RateLimitPolicy>],
+) -> Vec<Route> {
     let mut routes = Vec::with_capacity(raw.len());
     let mut seen_ids: Vec<String> = Vec::new();
     for (i, raw) in raw.into_iter().enumerate() {
@@ -783,9 +815,12 @@ fn routes_config(e: &mut Errors, raw: Vec<RawRoute>, default_timeout: Duration) 
             permissions,
             csrf,
             login_redirect,
+            rate_limit,
         } = raw;
         let key = |field: &str| format!("routes[{i}].{field}");
         let policy = route_policy(e, &key, auth, roles, permissions);
+        let route_limits =
+            rate_limits::attach(e, &key("rate_limit"), rate_limit, policies, default_limits);
         let id = match id {
             None => {
                 e.push(key("id"), "is required");
@@ -861,6 +896,7 @@ fn routes_config(e: &mut Errors, raw: Vec<RawRoute>, default_timeout: Duration) 
                 policy,
                 csrf: csrf.unwrap_or(true),
                 login_redirect: login_redirect.unwrap_or(false),
+                rate_limits: route_limits,
             });
         }
     }

@@ -23,6 +23,27 @@ pub struct RawServer {
     pub keep_alive: Option<HumanDuration>,
     pub shutdown_grace: Option<HumanDuration>,
     pub workers: Option<usize>,
+    /// The rate-limit policy applied to routes that name none.
+    pub rate_limit: Option<String>,
+}
+
+/// One `[rate_limits.<name>]` policy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub key: Option<Vec<String>>,
+    pub limit: Option<u64>,
+    pub window: Option<HumanDuration>,
+    pub fail: Option<String>,
+    pub roles: Option<std::collections::BTreeMap<String, u64>>,
+}
+
+/// A route's `rate_limit`: one policy name (or "none") or a list of names.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// `[upstream]`: the pooled client that talks to upstream services.
@@ -110,4 +131,5 @@ pub struct RawRoute {
     pub permissions: Option<Vec<String>>,
     pub csrf: Option<bool>,
     pub login_redirect: Option<bool>,
+    pub rate_limit: Option<OneOrMany>,
 }

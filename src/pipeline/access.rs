@@ -73,7 +73,8 @@ impl MessageBody for LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         if let Some(done) = self.done.take() {
-            done.record();
+            // A panic while logging must not take the worker thread down with it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done.record()));
         }
     }
 }
@@ -103,6 +104,25 @@ impl Completion {
                 .observe(upstream.as_secs_f64());
         }
         metrics.auth_outcomes.with_label_values(&[ctx.auth]).inc();
+        for applied in &ctx.rate_limit.applied {
+            let outcome = if applied.decision.allowed {
+                "allowed"
+            } else {
+                "limited"
+            };
+            metrics
+                .rate_limit_decisions
+                .with_label_values(&[&applied.policy.name, outcome])
+                .inc();
+        }
+        for policy in &ctx.rate_limit.store_errors {
+            metrics
+                .rate_limit_decisions
+                .with_label_values(&[policy, "error"])
+                .inc();
+            slog::warn!(self.state.logging.logger, "rate-limit counter store failed";
+                "policy" => &**policy, "request_id" => &ctx.request_id);
+        }
         if let Some(kind) = ctx.upstream_failure {
             metrics
                 .upstream_errors
@@ -187,11 +207,46 @@ impl KV for AccessLine<'_> {
             }
         }
         s.emit_str("auth", ctx.auth)?;
+        match ctx.rate_limit.closest() {
+            Some(applied) => s.emit_serde(
+                "rate_limit",
+                &RateLimitField {
+                    policy: applied.policy.name.clone(),
+                    remaining: applied.decision.remaining,
+                    limited: !applied.decision.allowed,
+                },
+            )?,
+            None => s.emit_none("rate_limit")?,
+        }
         match ctx.error {
             Some(code) => s.emit_str("error", code)?,
             None => s.emit_none("error")?,
         }
         Ok(())
+    }
+}
+
+/// The access log's `rate_limit` object.
+#[derive(Clone, serde::Serialize)]
+struct RateLimitField {
+    policy: std::sync::Arc<str>,
+    remaining: u64,
+    limited: bool,
+}
+
+impl slog::Value for RateLimitField {
+    fn serialize(&self, _: &Record, key: slog::Key, s: &mut dyn Serializer) -> slog::Result {
+        s.emit_serde(key, self)
+    }
+}
+
+impl slog::SerdeValue for RateLimitField {
+    fn as_serde(&self) -> &dyn erased_serde::Serialize {
+        self
+    }
+
+    fn to_sendable(&self) -> Box<dyn slog::SerdeValue + Send + 'static> {
+        Box::new(self.clone())
     }
 }
 

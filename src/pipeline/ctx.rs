@@ -39,6 +39,8 @@ pub struct RequestCtx {
     pub auth: &'static str,
     /// A `Set-Cookie` to add to whatever response is sent (token rotation).
     pub set_cookie: Option<HeaderValue>,
+    /// The rate-limit decisions made for this request.
+    pub rate_limit: crate::ratelimit::Outcome,
 }
 
 impl RequestCtx {

@@ -35,6 +35,7 @@ use crate::auth::{self, csrf, endpoints, Rejection};
 use crate::config::{AuthPolicy, Config, Route};
 use crate::error::GatewayError;
 use crate::proxy::{self, UpstreamClient};
+use crate::ratelimit;
 use crate::routing::{self, RouteMiss, RouteTable};
 
 /// `X-Request-Id`, sent upstream and back to the client.
@@ -119,6 +120,7 @@ fn new_ctx(req: &HttpRequest, state: &AppState) -> RequestCtx {
         principal: None,
         auth: "none",
         set_cookie: None,
+        rate_limit: Default::default(),
     }
 }
 
@@ -137,6 +139,7 @@ async fn run_phases(
     }
     let route = route(&runtime, req, &path, ctx)?;
     authenticate(req, route, config, state, ctx).await?;
+    rate_limit(req, route, state, ctx)?;
     proxy::forward(client, req, payload, route, &path, config, ctx).await
 }
 
@@ -204,6 +207,30 @@ async fn authenticate(
     Ok(())
 }
 
+/// Applies the route's rate-limit policies, keeping every decision for the
+/// response headers and the access log.
+fn rate_limit(
+    req: &HttpRequest,
+    route: &Route,
+    state: &AppState,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    if route.rate_limits.is_empty() {
+        return Ok(());
+    }
+    let who = ratelimit::Requester {
+        client_ip: ctx.client_ip,
+        principal: ctx
+            .principal
+            .as_ref()
+            .map(|(user, session)| (&**user, &**session)),
+    };
+    let mut outcome = ratelimit::Outcome::default();
+    let result = ratelimit::check(&state.counters, route, req, &who, &mut outcome);
+    ctx.rate_limit = outcome;
+    result
+}
+
 /// A browser navigation, which may be sent to the login page instead of a 401.
 fn wants_html(req: &HttpRequest) -> bool {
     matches!(*req.method(), Method::GET | Method::HEAD)
@@ -269,6 +296,7 @@ fn finish(
     if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, id);
     }
+    ctx.rate_limit.write_headers(response.headers_mut());
     if let Some(cookie) = ctx.set_cookie.take() {
         response
             .headers_mut()

@@ -1,7 +1,313 @@
-//! Rate limiting with sliding-window counters.
+//! Rate limiting with sliding-window counters: the pipeline phase that runs
+//! after authentication and before proxying, and the response headers it adds.
 
 mod store;
 mod window;
 
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::HttpRequest;
+
 pub use store::{CounterStore, StoreError};
 pub use window::{Decision, WindowCounter};
+
+use crate::auth::{Session, User};
+use crate::config::{FailMode, KeyPart, RateLimitPolicy, Route};
+use crate::error::GatewayError;
+use crate::storage::now_ms;
+
+/// Where decisions are made; a trait so tests and benchmarks can swap the store.
+pub trait Counters: Send + Sync {
+    /// Admits and counts one request if `key` is under `limit` in `window`.
+    fn acquire(&self, key: &str, window: Duration, limit: u64) -> Result<Decision, StoreError>;
+}
+
+impl Counters for CounterStore {
+    fn acquire(&self, key: &str, window: Duration, limit: u64) -> Result<Decision, StoreError> {
+        CounterStore::acquire(self, key, window, limit)
+    }
+}
+
+/// One policy's decision for a request.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub policy: Arc<RateLimitPolicy>,
+    pub decision: Decision,
+}
+
+/// Every policy decision made for a request, for headers and the access log.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub applied: Vec<Applied>,
+    pub limited: bool,
+    /// Store failures let through by `fail = "open"` policies.
+    pub store_errors: Vec<Arc<str>>,
+}
+
+/// Who is asking, as the key parts see it.
+pub struct Requester<'a> {
+    pub client_ip: IpAddr,
+    pub principal: Option<(&'a User, &'a Session)>,
+}
+
+/// Applies every policy of the route in order; every one must admit the
+/// request. A rejected request never reaches the upstream.
+pub fn check(
+    counters: &dyn Counters,
+    route: &Route,
+    req: &HttpRequest,
+    who: &Requester,
+    outcome: &mut Outcome,
+) -> Result<(), GatewayError> {
+    for policy in &route.rate_limits {
+        let key = counter_key(policy, route, req, who);
+        let limit = policy.limit_for(who.principal.iter().flat_map(|(user, _)| user.roles.iter()));
+        match counters.acquire(&key, policy.window, limit) {
+            Ok(decision) => {
+                outcome.applied.push(Applied {
+                    policy: policy.clone(),
+                    decision,
+                });
+                if !decision.allowed {
+                    outcome.limited = true;
+                    return Err(GatewayError::RateLimited {
+                        limit,
+                        window: policy.window.as_secs().max(1),
+                        retry_after: decision.retry_after_ms.div_ceil(1000).max(1),
+                    });
+                }
+            }
+            Err(_) => {
+                outcome.store_errors.push(policy.name.clone());
+                if policy.fail == FailMode::Closed {
+                    return Err(GatewayError::ServiceUnavailable);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `policy|part|part…`. Anonymous requests fall back to the client address
+/// for `user` and `session` parts.
+pub fn counter_key(
+    policy: &RateLimitPolicy,
+    route: &Route,
+    req: &HttpRequest,
+    who: &Requester,
+) -> String {
+    let mut key = String::with_capacity(64);
+    key.push_str(&policy.name);
+    for part in &policy.key {
+        key.push('|');
+        let _ = match (part, who.principal) {
+            (KeyPart::Ip, _) => write!(key, "{}", who.client_ip),
+            (KeyPart::User, Some((user, _))) => write!(key, "user:{}", user.name),
+            (KeyPart::Session, Some((_, session))) => write!(key, "session:{}", session.id),
+            (KeyPart::User | KeyPart::Session, None) => write!(key, "ip:{}", who.client_ip),
+            (KeyPart::Route, _) => write!(key, "{}", route.id),
+            (KeyPart::Method, _) => write!(key, "{}", req.method()),
+            (KeyPart::Header(name), _) => {
+                let value = req
+                    .headers()
+                    .get(name)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()));
+                write!(key, "{}", value.unwrap_or_default())
+            }
+        };
+    }
+    key
+}
+
+impl Outcome {
+    /// The decision closest to its limit: reported in the `X-RateLimit-*` headers.
+    pub fn closest(&self) -> Option<&Applied> {
+        self.applied
+            .iter()
+            .min_by_key(|a| (a.decision.allowed, a.decision.remaining, a.decision.limit))
+    }
+
+    /// Adds `X-RateLimit-*` for the closest policy and the IETF draft
+    /// `RateLimit-Policy` / `RateLimit` fields listing every policy.
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        let Some(closest) = self.closest() else {
+            return;
+        };
+        let now_secs = now_ms() / 1000;
+        let d = &closest.decision;
+        let reset = now_secs + d.reset_after_ms.div_ceil(1000);
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(d.limit),
+        );
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(d.remaining),
+        );
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from(reset),
+        );
+        let mut policy = String::new();
+        let mut state = String::new();
+        for (i, applied) in self.applied.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let d = &applied.decision;
+            let _ = write!(
+                policy,
+                "{sep}\"{}\";q={};w={}",
+                applied.policy.name,
+                d.limit,
+                applied.policy.window.as_secs().max(1)
+            );
+            let t = if d.allowed {
+                d.reset_after_ms
+            } else {
+                d.retry_after_ms
+            };
+            let _ = write!(
+                state,
+                "{sep}\"{}\";r={};t={}",
+                applied.policy.name,
+                d.remaining,
+                t.div_ceil(1000)
+            );
+        }
+        if let Ok(v) = HeaderValue::from_str(&policy) {
+            headers.insert(HeaderName::from_static("ratelimit-policy"), v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&state) {
+            headers.insert(HeaderName::from_static("ratelimit"), v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Route;
+    use actix_web::test::TestRequest;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct Failing;
+    impl Counters for Failing {
+        fn acquire(&self, _: &str, _: Duration, _: u64) -> Result<Decision, StoreError> {
+            Err(StoreError::for_tests())
+        }
+    }
+
+    struct Counting(AtomicU64);
+    impl Counters for Counting {
+        fn acquire(&self, _: &str, _: Duration, limit: u64) -> Result<Decision, StoreError> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok(Decision {
+                allowed: n <= limit,
+                limit,
+                remaining: limit.saturating_sub(n),
+                retry_after_ms: if n <= limit { 0 } else { 1500 },
+                reset_after_ms: 9000,
+            })
+        }
+    }
+
+    fn policy(name: &str, fail: FailMode, key: Vec<KeyPart>, limit: u64) -> Arc<RateLimitPolicy> {
+        Arc::new(RateLimitPolicy {
+            name: name.into(),
+            key,
+            limit,
+            window: Duration::from_secs(60),
+            fail,
+            roles: vec![("premium".into(), 1000)],
+        })
+    }
+
+    fn route(policies: Vec<Arc<RateLimitPolicy>>) -> Route {
+        let mut route = Route::for_tests("r", "/*", None);
+        route.rate_limits = policies;
+        route
+    }
+
+    fn anonymous() -> Requester<'static> {
+        Requester {
+            client_ip: "192.0.2.7".parse().unwrap(),
+            principal: None,
+        }
+    }
+
+    #[test]
+    fn a_failing_store_follows_the_policy_fail_mode() {
+        let req = TestRequest::default().to_http_request();
+        let open = route(vec![policy("p", FailMode::Open, vec![KeyPart::Ip], 5)]);
+        let mut outcome = Outcome::default();
+        assert!(check(&Failing, &open, &req, &anonymous(), &mut outcome).is_ok());
+        assert_eq!(outcome.store_errors.len(), 1);
+        let closed = route(vec![policy("p", FailMode::Closed, vec![KeyPart::Ip], 5)]);
+        let err = check(
+            &Failing,
+            &closed,
+            &req,
+            &anonymous(),
+            &mut Outcome::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err, GatewayError::ServiceUnavailable);
+    }
+
+    #[test]
+    fn keys_fall_back_to_the_client_address_for_anonymous_requests() {
+        let req = TestRequest::default()
+            .insert_header(("x-api-key", "k1"))
+            .to_http_request();
+        let p = policy(
+            "per",
+            FailMode::Open,
+            vec![
+                KeyPart::User,
+                KeyPart::Route,
+                KeyPart::Header(HeaderName::from_static("x-api-key")),
+            ],
+            5,
+        );
+        let r = route(vec![p.clone()]);
+        assert_eq!(
+            counter_key(&p, &r, &req, &anonymous()),
+            "per|ip:192.0.2.7|r|k1"
+        );
+    }
+
+    #[test]
+    fn headers_report_the_closest_policy_and_list_all() {
+        let req = TestRequest::default().to_http_request();
+        let counters = Counting(AtomicU64::new(0));
+        let r = route(vec![
+            policy("wide", FailMode::Open, vec![KeyPart::Ip], 100),
+            policy("narrow", FailMode::Open, vec![KeyPart::Ip], 3),
+        ]);
+        let mut outcome = Outcome::default();
+        check(&counters, &r, &req, &anonymous(), &mut outcome).unwrap();
+        let mut headers = HeaderMap::new();
+        outcome.write_headers(&mut headers);
+        assert_eq!(headers.get("x-ratelimit-limit").unwrap(), "3");
+        assert_eq!(headers.get("x-ratelimit-remaining").unwrap(), "1");
+        assert_eq!(
+            headers.get("ratelimit-policy").unwrap(),
+            "\"wide\";q=100;w=60, \"narrow\";q=3;w=60"
+        );
+        assert_eq!(
+            headers.get("ratelimit").unwrap(),
+            "\"wide\";r=99;t=9, \"narrow\";r=1;t=9"
+        );
+    }
+
+    #[test]
+    fn role_limits_take_the_highest_applicable() {
+        let p = policy("p", FailMode::Open, vec![KeyPart::User], 10);
+        let roles = ["basic".to_string(), "premium".to_string()];
+        assert_eq!(p.limit_for(roles.iter()), 1000);
+        assert_eq!(p.limit_for(["basic".to_string()].iter()), 10);
+    }
+}

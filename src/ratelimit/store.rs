@@ -34,6 +34,13 @@ pub struct CounterStore {
 #[error("rate-limit counter store: {0}")]
 pub struct StoreError(String);
 
+impl StoreError {
+    #[cfg(test)]
+    pub fn for_tests() -> StoreError {
+        StoreError("injected failure".into())
+    }
+}
+
 impl CounterStore {
     /// Opens the counters persisted in `storage`, dropping expired ones.
     pub fn open(storage: &Storage) -> Result<CounterStore, sled::Error> {
@@ -162,6 +169,25 @@ impl CounterStore {
             .apply_batch(batch)
             .map_err(|e| StoreError(e.to_string()))?;
         Ok((written, removed))
+    }
+
+    /// The `n` keys starting with `prefix` that are nearest their limit now,
+    /// with their sliding-window counts.
+    pub fn busiest(&self, prefix: &str, n: usize) -> Vec<(String, u64)> {
+        let now = now_ms();
+        let mut found: Vec<(String, u64)> = Vec::new();
+        for shard in &self.shards {
+            let Ok(shard) = shard.lock() else { continue };
+            for (key, entry) in shard.iter().filter(|(k, _)| k.starts_with(prefix)) {
+                let used = entry.counter.used(now, entry.window_ms);
+                if used > 0 {
+                    found.push((key.clone(), used));
+                }
+            }
+        }
+        found.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        found.truncate(n);
+        found
     }
 
     /// Number of keys held in memory.

@@ -106,6 +106,12 @@ impl WindowCounter {
         t.saturating_sub(elapsed).max(1)
     }
 
+    /// The sliding-window count at `now`, rounded up.
+    pub fn used(mut self, now: u64, window: u64) -> u64 {
+        self.roll(now, window);
+        self.estimate(now, window).ceil() as u64
+    }
+
     /// True once the counter can no longer affect any decision.
     pub fn is_expired(&self, now: u64, window: u64) -> bool {
         now >= self.window_start + 2 * window

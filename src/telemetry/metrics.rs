@@ -20,6 +20,7 @@ pub struct Metrics {
     pub auth_outcomes: IntCounterVec,
     pub logins: IntCounterVec,
     pub sessions_active: IntGauge,
+    pub rate_limit_decisions: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -92,6 +93,14 @@ impl Metrics {
         let sessions_active =
             IntGauge::new("sessions_active", "Live (unexpired, unrevoked) sessions")
                 .expect("valid metric");
+        let rate_limit_decisions = IntCounterVec::new(
+            Opts::new(
+                "rate_limit_decisions_total",
+                "Rate-limit decisions, by policy and outcome (allowed, limited, error)",
+            ),
+            &["policy", "outcome"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -103,6 +112,7 @@ impl Metrics {
             Box::new(auth_outcomes.clone()),
             Box::new(logins.clone()),
             Box::new(sessions_active.clone()),
+            Box::new(rate_limit_decisions.clone()),
         ] {
             registry
                 .register(collector)
@@ -126,6 +136,7 @@ impl Metrics {
             auth_outcomes,
             logins,
             sessions_active,
+            rate_limit_decisions,
         }
     }
 
