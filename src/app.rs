@@ -12,7 +12,7 @@ use slog::{error, info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::auth::Auth;
-use crate::config::{self, Config, ConfigSource, TlsFiles};
+use crate::config::{self, Config, ConfigError, ConfigSource, TlsFiles};
 use crate::pipeline::{self, Runtime};
 use crate::proxy::{self, UpstreamClient};
 use crate::ratelimit::CounterStore;
@@ -74,7 +74,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
         .as_ref()
         .map(load_server_tls)
         .transpose()
-        .map_err(StartupError::Tls)?;
+        .map_err(|e| StartupError::Tls(e.to_string()))?;
     let (client_tls, roots) = proxy::client_tls_config();
     if roots == 0 {
         warn!(
@@ -301,6 +301,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     );
     check("admin.listen", old.admin.listen != new.admin.listen);
     check(
+        "storage.flush_interval",
+        old.storage.flush_interval != new.storage.flush_interval,
+    );
+    check("log.buffer", old.log.buffer != new.log.buffer);
+    check(
         "storage",
         old.storage.path != new.storage.path
             || old.storage.cache_capacity != new.storage.cache_capacity,
@@ -317,36 +322,38 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 }
 
 /// Reads the proxy listener's certificate chain and key.
-pub fn load_server_tls(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
+pub fn load_server_tls(files: &TlsFiles) -> Result<rustls::ServerConfig, ConfigError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let (cert_path, key_path) = (files.cert.display(), files.key.display());
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|err| {
-            format!(
-                "server.tls_cert {}: cannot read a PEM certificate chain: {err}",
-                files.cert.display()
+            ConfigError::new(
+                "server.tls_cert",
+                format!("{cert_path}: cannot read a PEM certificate chain: {err}"),
             )
         })?;
     if certs.is_empty() {
-        return Err(format!(
-            "server.tls_cert {}: contains no certificate",
-            files.cert.display()
+        return Err(ConfigError::new(
+            "server.tls_cert",
+            format!("{cert_path}: contains no certificate"),
         ));
     }
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|err| {
-        format!(
-            "server.tls_key {}: cannot read a PEM private key: {err}",
-            files.key.display()
+        ConfigError::new(
+            "server.tls_key",
+            format!("{key_path}: cannot read a PEM private key: {err}"),
         )
     })?;
     rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|err| {
-            format!(
-                "server.tls_cert/tls_key: the certificate and key do not form a usable pair: {err}"
+            ConfigError::new(
+                "server.tls_key",
+                format!("{key_path} does not match the certificate in {cert_path}, or is unusable: {err}"),
             )
         })
 }

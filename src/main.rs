@@ -39,7 +39,7 @@ fn check(path: std::path::PathBuf) -> ExitCode {
     };
     if let Some(tls) = &config.server.tls {
         if let Err(err) = portcullis::app::load_server_tls(tls) {
-            return report_invalid(&source, &[config::ConfigError::new("server.tls_cert", err)]);
+            return report_invalid(&source, &[err]);
         }
     }
     println!(

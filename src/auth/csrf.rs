@@ -2,7 +2,7 @@
 //! credentials, so an unsafe request authenticated by cookie must come from
 //! the request's own origin or a configured trusted origin.
 
-use actix_web::http::header::{HOST, ORIGIN};
+use actix_web::http::header::ORIGIN;
 use actix_web::http::Method;
 use actix_web::HttpRequest;
 
@@ -33,9 +33,10 @@ pub fn allows(req: &HttpRequest, config: &SessionConfig) -> bool {
     } else {
         "http"
     };
-    let own = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|host| format!("{scheme}://{}", host.to_ascii_lowercase()));
+    let own = crate::proxy::request_host(req).and_then(|h| {
+        h.to_str()
+            .ok()
+            .map(|host| format!("{scheme}://{}", host.to_ascii_lowercase()))
+    });
     own.as_deref() == Some(origin.as_str()) || config.trusted_origins.contains(&origin)
 }

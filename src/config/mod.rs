@@ -110,10 +110,56 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Loads and validates the configuration, returning every problem found.
+/// Loads and validates the configuration for the active profile, returning
+/// every problem found.
 pub fn load(source: &ConfigSource) -> Result<Config, Vec<ConfigError>> {
     let mut errors = Vec::new();
-    let profile = match std::env::var("PORTCULLIS_PROFILE") {
+    let profile = active_profile(source, &mut errors);
+    let base = base_figment(source)?;
+    let config = load_profile(&base, profile, &mut errors);
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => Err(errors),
+    }
+}
+
+/// Validates a configuration file for `portcullis check`: the active
+/// profile, and every other profile the file has a `[profile.<name>]` for,
+/// so a mistake in a profile that is not active today cannot hide.
+pub fn check(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let source = ConfigSource::File(path.to_owned());
+    let mut errors = Vec::new();
+    let active = active_profile(&source, &mut errors);
+    let base = base_figment(&source)?;
+    let config = load_profile(&base, active, &mut errors);
+    for other in [Profile::Dev, Profile::Staging, Profile::Prod] {
+        let present = base
+            .find_value(&format!("profile.{}", other.name()))
+            .is_ok();
+        if other == active || !present {
+            continue;
+        }
+        let mut other_errors = Vec::new();
+        load_profile(&base, other, &mut other_errors);
+        let extra: Vec<ConfigError> = other_errors
+            .into_iter()
+            .filter(|e| !errors.contains(e))
+            .map(|mut e| {
+                e.message = format!("{} (with profile {})", e.message, other.name());
+                e
+            })
+            .collect();
+        errors.extend(extra);
+    }
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => Err(errors),
+    }
+}
+
+/// `PORTCULLIS_PROFILE`, else `dev` on the embedded default and `prod` with a file.
+fn active_profile(source: &ConfigSource, errors: &mut Vec<ConfigError>) -> Profile {
+    match std::env::var("PORTCULLIS_PROFILE") {
         Ok(name) => Profile::parse(&name).unwrap_or_else(|| {
             errors.push(ConfigError::new(
                 "PORTCULLIS_PROFILE",
@@ -123,8 +169,11 @@ pub fn load(source: &ConfigSource) -> Result<Config, Vec<ConfigError>> {
         }),
         Err(_) if *source == ConfigSource::Embedded => Profile::Dev,
         Err(_) => Profile::Prod,
-    };
-    let base = match source {
+    }
+}
+
+fn base_figment(source: &ConfigSource) -> Result<Figment, Vec<ConfigError>> {
+    Ok(match source {
         ConfigSource::File(path) => {
             if let Err(err) = std::fs::read(path) {
                 return Err(vec![ConfigError::new(
@@ -135,17 +184,27 @@ pub fn load(source: &ConfigSource) -> Result<Config, Vec<ConfigError>> {
             Figment::from(Toml::file(path))
         }
         ConfigSource::Embedded => Figment::from(Toml::string(EMBEDDED_DEFAULT)),
-    };
+    })
+}
+
+fn load_profile(base: &Figment, profile: Profile, errors: &mut Vec<ConfigError>) -> Option<Config> {
     let figment = base
         .clone()
         .merge(base.focus(&format!("profile.{}", profile.name())))
         .merge(env_overrides());
-    let raw = extract_sections(&figment, &mut errors);
-    let config = Config::from_raw(profile, raw, &mut errors);
-    match config {
-        Some(config) if errors.is_empty() => Ok(config),
-        _ => Err(errors),
+    let before = errors.len();
+    let raw = extract_sections(&figment, errors);
+    let config = Config::from_raw(profile, raw, errors);
+    // Say when a bad value came from a PORTCULLIS_ variable rather than the file.
+    for error in &mut errors[before..] {
+        let from_env = figment
+            .find_metadata(&error.path)
+            .is_some_and(|m| m.name.to_lowercase().contains("environment"));
+        if from_env {
+            error.message.push_str(" (set in the environment)");
+        }
     }
+    config
 }
 
 /// `PORTCULLIS_SERVER__LISTEN` → `server.listen`.
@@ -173,19 +232,14 @@ fn extract_sections(figment: &Figment, errors: &mut Vec<ConfigError>) -> RawSect
                 }
             }
         }
-        Err(err) => errors.extend(describe(err, "")),
+        Err(err) => errors.extend(err.into_iter().map(|e| describe(&e, ""))),
     }
     // Routes are deserialised one by one so that every bad entry is reported.
     let routes: Vec<Value> = section(figment, "routes", errors);
     let routes = routes
         .into_iter()
         .enumerate()
-        .filter_map(|(i, value)| {
-            value
-                .deserialize::<RawRoute>()
-                .map_err(|err| errors.extend(describe(err, &format!("routes[{i}]"))))
-                .ok()
-        })
+        .map(|(i, value)| deserialize_all::<RawRoute>(value, &format!("routes[{i}]"), errors))
         .collect();
     RawSections {
         server: section(figment, "server", errors),
@@ -208,61 +262,66 @@ fn section<T: DeserializeOwned + Default>(
 ) -> T {
     match figment.find_value(name) {
         Err(_) => T::default(),
-        Ok(value) => value.deserialize::<T>().unwrap_or_else(|err| {
-            errors.extend(describe(err, name));
-            T::default()
-        }),
+        Ok(value) => deserialize_all(value, name, errors),
     }
 }
 
-/// Turns figment's errors into key-path errors (`routes[1].timeout`), with
-/// `prefix` naming the value that was deserialised.
-fn describe(err: figment::Error, prefix: &str) -> Vec<ConfigError> {
-    use figment::error::Kind;
-    err.into_iter()
-        .map(|e| {
-            let mut path = prefix.to_owned();
-            for part in &e.path {
-                if part.bytes().all(|b| b.is_ascii_digit()) {
-                    path.push_str(&format!("[{part}]"));
-                } else {
-                    if !path.is_empty() {
-                        path.push('.');
-                    }
-                    path.push_str(part);
-                }
+/// Deserialises a value, reporting *every* bad key rather than the first:
+/// after each failure the offending key is set aside and the rest retried.
+fn deserialize_all<T: DeserializeOwned + Default>(
+    mut value: Value,
+    prefix: &str,
+    errors: &mut Vec<ConfigError>,
+) -> T {
+    // Bounded: each round removes at least one key.
+    for _ in 0..256 {
+        let err = match value.deserialize::<T>() {
+            Ok(parsed) => return parsed,
+            Err(err) => err,
+        };
+        let mut removed = false;
+        for e in err {
+            if let (Value::Dict(_, dict), Some(key)) = (&mut value, e.path.first()) {
+                removed |= dict.remove(key).is_some();
             }
-            let message = match &e.kind {
-                Kind::UnknownField(_, expected) => {
-                    format!("unknown key (expected one of: {})", expected.join(", "))
-                }
-                Kind::InvalidType(actual, expected) => {
-                    format!("expected {expected}, found {actual}")
-                }
-                Kind::Message(message) => message.clone(),
-                other => other.to_string(),
-            };
-            let from_env = e
-                .metadata
-                .as_ref()
-                .is_some_and(|m| m.name.to_lowercase().contains("environment"));
-            ConfigError::new(
-                if path.is_empty() {
-                    "(top level)".to_owned()
-                } else {
-                    path
-                },
-                if from_env {
-                    format!("{message} (set in the environment)")
-                } else {
-                    message
-                },
-            )
-        })
-        .collect()
+            errors.push(describe(&e, prefix));
+        }
+        if !removed {
+            break;
+        }
+    }
+    T::default()
 }
 
-/// Validates a configuration file, for `portcullis check`.
-pub fn check(path: &Path) -> Result<Config, Vec<ConfigError>> {
-    load(&ConfigSource::File(path.to_owned()))
+/// Turns one figment error into a key-path error (`routes[1].timeout`), with
+/// `prefix` naming the value that was deserialised.
+fn describe(e: &figment::Error, prefix: &str) -> ConfigError {
+    use figment::error::Kind;
+    let mut path = prefix.to_owned();
+    for part in &e.path {
+        if part.bytes().all(|b| b.is_ascii_digit()) {
+            path.push_str(&format!("[{part}]"));
+        } else {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(part);
+        }
+    }
+    let message = match &e.kind {
+        Kind::UnknownField(_, expected) => {
+            format!("unknown key (expected one of: {})", expected.join(", "))
+        }
+        Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
+        Kind::Message(message) => message.clone(),
+        other => other.to_string(),
+    };
+    ConfigError::new(
+        if path.is_empty() {
+            "(top level)".to_owned()
+        } else {
+            path
+        },
+        message,
+    )
 }

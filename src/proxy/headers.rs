@@ -46,11 +46,11 @@ pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap, skip: impl Fn(&Head
 }
 
 /// What the gateway knows about the inbound connection.
-pub struct Forwarding<'a> {
+pub struct Forwarding {
     pub peer: IpAddr,
     pub peer_trusted: bool,
     pub https: bool,
-    pub host: Option<&'a HeaderValue>,
+    pub host: Option<HeaderValue>,
 }
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -91,7 +91,7 @@ pub fn add_forwarding(inbound: &HeaderMap, outbound: &mut HeaderMap, fwd: &Forwa
             "http"
         }));
     outbound.insert(X_FORWARDED_PROTO, proto);
-    if let Some(host) = trusted_value(&X_FORWARDED_HOST).or_else(|| fwd.host.cloned()) {
+    if let Some(host) = trusted_value(&X_FORWARDED_HOST).or_else(|| fwd.host.clone()) {
         outbound.insert(X_FORWARDED_HOST, host);
     }
     let via = match joined(inbound, &header::VIA) {
@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn forwarded_for_is_replaced_for_untrusted_peers_and_appended_for_trusted() {
         let inbound = map(&[("x-forwarded-for", "6.6.6.6"), ("host", "example.com")]);
-        let host = inbound.get("host");
+        let host = inbound.get("host").cloned();
         let mut out = HeaderMap::new();
         let fwd = Forwarding {
             peer: "203.0.113.1".parse().unwrap(),

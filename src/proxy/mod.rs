@@ -112,15 +112,15 @@ pub async fn forward(
                 peer: ctx.peer_ip,
                 peer_trusted: ctx.peer_trusted,
                 https: req.app_config().secure(),
-                host: req.headers().get(header::HOST),
+                host: request_host(req),
             },
         );
         if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
             outbound.insert(crate::pipeline::REQUEST_ID_HEADER, id);
         }
         if route.preserve_host {
-            if let Some(host) = req.headers().get(header::HOST) {
-                outbound.insert(header::HOST, host.clone());
+            if let Some(host) = request_host(req) {
+                outbound.insert(header::HOST, host);
             }
         } else if let Ok(host) = HeaderValue::from_str(route.upstream.authority.as_str()) {
             outbound.insert(header::HOST, host);
@@ -138,6 +138,15 @@ pub async fn forward(
         Err(err) => return Err(classify(&err, outcome.failure.get())),
     };
     Ok(client_response(req.method(), response))
+}
+
+/// The host the client asked for: `Host`, or the `:authority` of an HTTP/2 request.
+pub fn request_host(req: &HttpRequest) -> Option<HeaderValue> {
+    req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
 }
 
 /// `scheme://authority` + base path + the (optionally stripped) request path + query.
@@ -185,8 +194,16 @@ fn request_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
-    if upgrade || (!chunked && length.unwrap_or(0) == 0) {
+    // HTTP/2 frames bodies itself: without a Content-Length, a request that
+    // can carry a body is streamed.
+    let streamed = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || (req.version() == actix_web::http::Version::HTTP_2
+            && length.is_none()
+            && !matches!(
+                *req.method(),
+                Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+            ));
+    if upgrade || (!streamed && length.unwrap_or(0) == 0) {
         return Ok(BoxBody::new(()));
     }
     if length.is_some_and(|n| n > server.max_body_bytes) {

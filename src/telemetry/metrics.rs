@@ -42,7 +42,7 @@ impl Metrics {
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
                 "request_duration_seconds",
-                "Time from request received to response headers sent, by route",
+                "Time from request received until the response body was sent, by route",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
@@ -184,6 +184,7 @@ pub fn method_label(method: &actix_web::http::Method) -> &'static str {
         Method::PATCH => "PATCH",
         Method::DELETE => "DELETE",
         Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
         _ => "OTHER",
     }
 }
