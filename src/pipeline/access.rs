@@ -5,6 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::http::{header, StatusCode};
@@ -13,7 +14,7 @@ use slog::{Level, Record, Serializer, KV};
 
 use crate::app::AppState;
 use crate::pipeline::RequestCtx;
-use crate::telemetry::{method_label, status_class, InFlight};
+use crate::telemetry::{method_label, status_class, InFlight, Logging};
 
 /// A response body that writes the access log line when it is dropped.
 pub struct LoggedBody {
@@ -129,27 +130,32 @@ impl Completion {
                 .with_label_values(&[route_id, kind])
                 .inc();
         }
-        let level = match self.status.as_u16() {
-            500.. => Level::Error,
-            400..=499 => Level::Warning,
-            _ => Level::Info,
-        };
-        let logging = &self.state.logging;
-        if !logging.enabled(level) {
-            return;
-        }
-        let line = AccessLine {
-            ctx,
-            status: self.status.as_u16(),
-            route_id,
-            duration_ms: elapsed.as_secs_f64() * 1000.0,
-            bytes_out: self.bytes_out,
-        };
-        match level {
-            Level::Error => slog::error!(logging.logger, "access"; line),
-            Level::Warning => slog::warn!(logging.logger, "access"; line),
-            _ => slog::info!(logging.logger, "access"; line),
-        }
+        write_access_line(&self.state.logging, ctx, self.status, elapsed, self.bytes_out);
+    }
+}
+
+/// Writes the access-log line of a finished request: `error` for 5xx,
+/// `warn` for 4xx, `info` otherwise, and nothing below the configured level.
+pub fn write_access_line(logging: &Logging, ctx: &RequestCtx, status: StatusCode, elapsed: Duration, bytes_out: u64) {
+    let level = match status.as_u16() {
+        500.. => Level::Error,
+        400..=499 => Level::Warning,
+        _ => Level::Info,
+    };
+    if !logging.enabled(level) {
+        return;
+    }
+    let line = AccessLine {
+        ctx,
+        status: status.as_u16(),
+        route_id: ctx.route().map_or("none", |r| r.id.as_str()),
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        bytes_out,
+    };
+    match level {
+        Level::Error => slog::error!(logging.logger, "access"; line),
+        Level::Warning => slog::warn!(logging.logger, "access"; line),
+        _ => slog::info!(logging.logger, "access"; line),
     }
 }
 

@@ -26,7 +26,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::FutureExt as _;
 
-pub use access::LoggedBody;
+pub use access::{write_access_line, LoggedBody};
 pub use client_ip::{is_trusted, resolve as resolve_client_ip};
 pub use ctx::RequestCtx;
 
