@@ -12,7 +12,7 @@ use std::time::Duration;
 pub use config::{route, Setup};
 pub use gateway::{Gateway, Launch};
 pub use http::{client, client_builder, eventually, get_json, json, raw_request, RawConn};
-pub use upstream::{closed_port_url, Echo, Hanging};
+pub use upstream::{closed_port_url, Echo, Fixed, Hanging};
 
 /// A generous bound for anything the gateway should do promptly.
 pub const SOON: Duration = Duration::from_secs(10);

@@ -46,8 +46,10 @@ async fn metrics_describe_the_traffic() {
         };
         (counted(&[("route", "echo"), ("method", "GET"), ("status", "2xx")]) == 2.0
             && counted(&[("route", "none"), ("method", "GET"), ("status", "4xx")]) == 1.0
-            && counted(&[("route", "down"), ("method", "GET"), ("status", "5xx")]) == 1.0)
-            .then_some(text)
+            && counted(&[("route", "down"), ("method", "GET"), ("status", "5xx")]) == 1.0
+            // Finished requests leave the in-flight gauge.
+            && sample(&text, "portcullis_requests_in_flight", &[]) == Some(0.0))
+        .then_some(text)
     })
     .await;
     assert_eq!(

@@ -201,6 +201,19 @@ fn environment_overrides_are_validated_under_their_key_path() {
     let (output, _dir) = check(&valid(), &[("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:7777")]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("proxy on 127.0.0.1:7777"));
+
+    // `serve` refuses the same override before starting anything.
+    let exited = Launch::new(Setup::new())
+        .env("PORTCULLIS_SERVER__LISTEN", "nonsense")
+        .expect_failure();
+    assert_eq!(exited.status.code(), Some(2));
+    assert!(
+        exited
+            .stderr
+            .contains("server.listen: \"nonsense\" is not a socket address"),
+        "{}",
+        exited.stderr
+    );
 }
 
 fn with_staging_profile() -> Setup {

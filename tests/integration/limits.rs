@@ -43,6 +43,16 @@ async fn oversized_header_sections_get_a_json_431() {
     crate::routing::assert_error_body(status, &headers, &body, "header_too_large");
     assert_eq!(echo.hits(), 0);
 
+    // The request line counts too.
+    let response = client()
+        .get(gateway.url(&format!("/p/x?q={}", "q".repeat(5000))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    assert_eq!(json(response).await["error"], "header_too_large");
+    assert_eq!(echo.hits(), 0);
+
     // Just under the limit passes.
     let response = client()
         .get(gateway.url("/p/x"))
@@ -70,6 +80,26 @@ async fn a_huge_header_section_still_gets_the_json_431() {
     assert_eq!(response.status, 431);
     assert_eq!(response.json()["error"], "header_too_large");
     assert_eq!(echo.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_body_of_exactly_the_limit_passes() {
+    let echo = Echo::start();
+    let gateway = gateway_with(&echo, &["max_body_bytes = \"1KiB\""]);
+    let response = client()
+        .post(gateway.url("/p/upload"))
+        .body(vec![b'a'; 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(response).await["body_bytes"], 1024);
+    let outcome = exchange(
+        &gateway,
+        b"POST /p/upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 1025\r\n\r\n",
+    );
+    assert_eq!(status_of(&outcome), Some(413));
+    assert_eq!(echo.hits(), 1);
 }
 
 #[tokio::test]

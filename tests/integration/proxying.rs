@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::common::upstream::{GZIP_BYTES, UPSTREAM_COOKIES};
 use crate::common::{
-    client, closed_port_url, echo_gateway, get_json, json, route, Echo, Gateway, Hanging, RawConn,
-    Setup,
+    client, closed_port_url, echo_gateway, get_json, json, route, Echo, Fixed, Gateway, Hanging,
+    RawConn, Setup,
 };
 use crate::routing::assert_error_body;
 
@@ -98,6 +98,50 @@ async fn hop_by_hop_headers_are_dropped_and_end_to_end_headers_kept() {
     assert_eq!(received(&body, "x-multi"), ["one", "two"]);
     assert_eq!(received(&body, "x-custom"), ["kept"]);
     assert_eq!(received(&body, "accept"), ["text/plain"]);
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_from_the_upstream_are_dropped() {
+    let upstream = Fixed::start(
+        b"HTTP/1.1 200 OK\r\n\
+          Content-Length: 2\r\n\
+          Connection: keep-alive, X-Hop-Named\r\n\
+          X-Hop-Named: must-not-arrive\r\n\
+          Keep-Alive: timeout=5\r\n\
+          Proxy-Authenticate: Basic realm=\"upstream\"\r\n\
+          Trailer: X-Checksum\r\n\
+          X-End-To-End: kept\r\n\
+          X-Repeated: 1\r\n\
+          X-Repeated: 2\r\n\
+          \r\n\
+          ok",
+    );
+    let gateway = Gateway::start(Setup::new().route(route("fixed", "/f/*", &upstream.url())));
+    let response = client().get(gateway.url("/f/x")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    for dropped in ["x-hop-named", "keep-alive", "proxy-authenticate", "trailer"] {
+        assert!(
+            headers.get(dropped).is_none(),
+            "{dropped} reached the client: {headers:?}"
+        );
+    }
+    let connection = headers
+        .get_all("connection")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(!connection.contains("x-hop-named"), "{connection}");
+    assert_eq!(headers["x-end-to-end"], "kept");
+    let repeated: Vec<&str> = headers
+        .get_all("x-repeated")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(repeated, ["1", "2"]);
+    assert_eq!(response.text().await.unwrap(), "ok");
+    assert_eq!(upstream.hits(), 1);
 }
 
 #[tokio::test]
@@ -312,6 +356,7 @@ async fn large_bodies_stream_in_both_directions_without_buffering() {
     );
     let response = client()
         .post(gateway.url("/p/upload"))
+        .header("x-request-id", "big-upload")
         .body(reqwest::Body::wrap_stream(stream))
         .send()
         .await
@@ -323,6 +368,7 @@ async fn large_bodies_stream_in_both_directions_without_buffering() {
 
     let response = client()
         .get(gateway.url(&format!("/p/bytes?n={DOWNLOAD}")))
+        .header("x-request-id", "big-download")
         .send()
         .await
         .unwrap();
@@ -333,6 +379,8 @@ async fn large_bodies_stream_in_both_directions_without_buffering() {
         received_bytes += chunk.expect("a body chunk").len() as u64;
     }
     assert_eq!(received_bytes, DOWNLOAD);
+    assert_eq!(gateway.access_line("big-upload")["bytes_in"], UPLOAD);
+    assert_eq!(gateway.access_line("big-download")["bytes_out"], DOWNLOAD);
 
     let peak = gateway.peak_rss();
     eprintln!("gateway peak RSS: {} MiB", peak / 1024 / 1024);
