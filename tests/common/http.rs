@@ -292,6 +292,17 @@ impl RawConn {
         }
     }
 
+    /// Reads until at least `n` bytes have arrived (or the peer closes);
+    /// returns how many bytes have been received so far.
+    pub fn read_at_least(&mut self, n: usize) -> std::io::Result<usize> {
+        while self.buffer.len() < n {
+            if self.fill()? == 0 {
+                break;
+            }
+        }
+        Ok(self.buffer.len())
+    }
+
     /// True if the peer has closed the connection (reading hits EOF or a
     /// reset within the raw read timeout), false if it stays open and silent.
     pub fn is_closed(&mut self) -> bool {
