@@ -1,6 +1,17 @@
 //! The integration test suite: the real `portcullis` binary, real sockets.
 //!
-//! One test binary; each area of behaviour lives in `tests/integration/`.
+//! One test binary; each area of behaviour lives in `tests/integration/`,
+//! the shared harness in `tests/common/`:
+//! - `Gateway::start(Setup)` runs `portcullis serve` on a configuration built
+//!   with `Setup` (extra `key = value` lines per section) and routes built with
+//!   `route(id, path, upstream)`. Always build routes with `route`: it is the
+//!   one place where every route's table is written.
+//! - `Echo`, `Hanging`, `Fixed` and `closed_port_url` are the upstreams.
+//! - `client()` (reqwest) for well-formed traffic, `RawConn` for the rest.
+//!
+//! Tests never sleep to wait: they poll with a deadline (`eventually`,
+//! `Gateway::wait_for_log`). Known gateway bugs are `#[ignore = "BUG: ..."]`
+//! tests asserting the correct behaviour.
 
 mod common;
 

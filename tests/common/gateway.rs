@@ -230,7 +230,7 @@ impl Launch {
     /// Starts the gateway expecting it to fail, and returns how it exited.
     pub fn expect_failure(self) -> Exited {
         match self.try_start() {
-            Ok(mut gateway) => panic!(
+            Ok(gateway) => panic!(
                 "the gateway started although it should have failed; log:\n{}",
                 gateway.raw_log()
             ),
@@ -456,7 +456,7 @@ impl Gateway {
     }
 
     /// Everything the gateway wrote: its log, stdout and stderr, verbatim.
-    pub fn raw_log(&mut self) -> String {
+    pub fn raw_log(&self) -> String {
         format!(
             "{}{}{}",
             self.logs.raw(),

@@ -67,7 +67,6 @@ async fn each_request_writes_one_access_line_with_every_field() {
         .filter(|v| v["request_id"] == "log-fields-1")
         .count();
     assert_eq!(access_lines, 1, "one line per request");
-    let mut gateway = gateway;
     assert!(!gateway.raw_log().contains("s3cret-query"));
 }
 
@@ -168,7 +167,7 @@ async fn secrets_in_cookies_and_authorization_never_reach_the_log() {
         "PROXY-AUTH-SECRET-3",
     ];
     let echo = Echo::start();
-    let mut gateway = Gateway::start(
+    let gateway = Gateway::start(
         Setup::new()
             .route(route("echo", "/p/*", &echo.url()))
             .route(route("down", "/down/*", &closed_port_url())),
