@@ -68,10 +68,19 @@ fn session_validation(c: &mut Criterion) {
     let storage = Storage::open(&config.storage).unwrap();
     let auth = Auth::open(&storage).unwrap();
     let token = actix_web::rt::System::new().block_on(async {
-        auth.add_user("bench", "a long enough password".into(), vec!["dev".into()], vec![], 8)
+        auth.add_user(
+            "bench",
+            "a long enough password".into(),
+            vec!["dev".into()],
+            vec![],
+            8,
+        )
+        .await
+        .unwrap();
+        auth.issue("bench", Duration::from_secs(3600))
             .await
-            .unwrap();
-        auth.issue("bench", Duration::from_secs(3600)).await.unwrap().token
+            .unwrap()
+            .token
     });
     c.bench_function("session_validate", |b| {
         b.iter(|| {
@@ -88,7 +97,13 @@ fn rate_limit_decision(c: &mut Criterion) {
     let counters = CounterStore::open(&storage).unwrap();
     let window = Duration::from_secs(60);
     c.bench_function("rate_limit_acquire", |b| {
-        b.iter(|| std::hint::black_box(counters.acquire("per-ip|192.0.2.10", window, u64::MAX).unwrap()))
+        b.iter(|| {
+            std::hint::black_box(
+                counters
+                    .acquire("per-ip|192.0.2.10", window, u64::MAX)
+                    .unwrap(),
+            )
+        })
     });
 }
 
@@ -120,10 +135,24 @@ fn access_log_line(c: &mut Criterion) {
         rate_limit: Default::default(),
     };
     c.bench_function("access_log_line", |b| {
-        b.iter(|| write_access_line(&logging, &ctx, StatusCode::OK, Duration::from_micros(512), 1234))
+        b.iter(|| {
+            write_access_line(
+                &logging,
+                &ctx,
+                StatusCode::OK,
+                Duration::from_micros(512),
+                1234,
+            )
+        })
     });
     logging.flush();
 }
 
-criterion_group!(benches, route_matching, session_validation, rate_limit_decision, access_log_line);
+criterion_group!(
+    benches,
+    route_matching,
+    session_validation,
+    rate_limit_decision,
+    access_log_line
+);
 criterion_main!(benches);

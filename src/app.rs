@@ -155,6 +155,13 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     let admin_server = admin_server.run();
     let proxy_handle = proxy_server.handle();
     let admin_handle = admin_server.handle();
+    // Handlers are in place before "started" is logged, so a signal sent as
+    // soon as the gateway reports itself up is never fatal.
+    let (mut hup, mut term, mut int) = (
+        signal(SignalKind::hangup())?,
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
     {
         let runtime = state.runtime.load();
         info!(logger, "portcullis started";
@@ -170,13 +177,6 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     let maintenance = tokio::spawn(maintain(state.clone()));
     let signals_state = state.clone();
     let signals = tokio::spawn(async move {
-        let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::hangup()),
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
         let reason = loop {
             tokio::select! {
                 _ = hup.recv() => reload(&signals_state, &source),

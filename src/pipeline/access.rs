@@ -130,13 +130,25 @@ impl Completion {
                 .with_label_values(&[route_id, kind])
                 .inc();
         }
-        write_access_line(&self.state.logging, ctx, self.status, elapsed, self.bytes_out);
+        write_access_line(
+            &self.state.logging,
+            ctx,
+            self.status,
+            elapsed,
+            self.bytes_out,
+        );
     }
 }
 
 /// Writes the access-log line of a finished request: `error` for 5xx,
 /// `warn` for 4xx, `info` otherwise, and nothing below the configured level.
-pub fn write_access_line(logging: &Logging, ctx: &RequestCtx, status: StatusCode, elapsed: Duration, bytes_out: u64) {
+pub fn write_access_line(
+    logging: &Logging,
+    ctx: &RequestCtx,
+    status: StatusCode,
+    elapsed: Duration,
+    bytes_out: u64,
+) {
     let level = match status.as_u16() {
         500.. => Level::Error,
         400..=499 => Level::Warning,

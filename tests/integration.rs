@@ -1,0 +1,34 @@
+//! The integration test suite: the real `portcullis` binary, real sockets.
+//!
+//! One test binary; each area of behaviour lives in `tests/integration/`,
+//! the shared harness in `tests/common/`:
+//! - `Gateway::start(Setup)` runs `portcullis serve` on a configuration built
+//!   with `Setup` (extra `key = value` lines per section) and routes built with
+//!   `route(id, path, upstream)`. Always build routes with `route`: it is the
+//!   one place where every route's table is written.
+//! - `Echo`, `Hanging`, `Fixed` and `closed_port_url` are the upstreams.
+//! - `client()` (reqwest) for well-formed traffic, `RawConn` for the rest.
+//!
+//! Tests never sleep to wait: they poll with a deadline (`eventually`,
+//! `Gateway::wait_for_log`).
+
+mod common;
+
+#[path = "integration/admin.rs"]
+mod admin;
+#[path = "integration/auth.rs"]
+mod auth;
+#[path = "integration/cli.rs"]
+mod cli;
+#[path = "integration/lifecycle.rs"]
+mod lifecycle;
+#[path = "integration/limits.rs"]
+mod limits;
+#[path = "integration/logging.rs"]
+mod logging;
+#[path = "integration/proxying.rs"]
+mod proxying;
+#[path = "integration/routing.rs"]
+mod routing;
+#[path = "integration/tls.rs"]
+mod tls;
