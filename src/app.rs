@@ -195,7 +195,13 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     let (proxy_result, admin_result) = futures_util::future::join(proxy_server, admin_server).await;
     signals.abort();
     maintenance.abort();
-    persist_state(&state);
+    upkeep(
+        &state,
+        Upkeep {
+            sweep: true,
+            everything: true,
+        },
+    );
     if let Err(err) = state.storage.flush() {
         error!(logger, "storage flush at shutdown failed"; "error" => err.to_string());
     }
@@ -209,32 +215,60 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
 /// Background upkeep, off the request path: write behind session activity
 /// and rate-limit counts, sweep expired sessions and counters.
 async fn maintain(state: web::Data<AppState>) {
+    let mut last_sweep = std::time::Instant::now();
     loop {
-        let interval = {
-            let runtime = state.runtime.load();
-            runtime
-                .config
-                .storage
-                .flush_interval
-                .min(runtime.config.session.touch_interval)
+        let (interval, sweep_every) = {
+            let config = &state.runtime.load().config;
+            (
+                config
+                    .storage
+                    .flush_interval
+                    .min(config.session.touch_interval),
+                config.session.sweep_interval,
+            )
         };
         tokio::time::sleep(interval).await;
+        let sweep = last_sweep.elapsed() >= sweep_every;
+        if sweep {
+            last_sweep = std::time::Instant::now();
+        }
         let worker = state.clone();
-        let _ = web::block(move || persist_state(&worker)).await;
+        let _ = web::block(move || {
+            upkeep(
+                &worker,
+                Upkeep {
+                    sweep,
+                    everything: false,
+                },
+            )
+        })
+        .await;
     }
 }
 
-/// One round of write-behind and sweeping.
-fn persist_state(state: &AppState) {
-    let idle = state.runtime.load().config.session.idle_timeout;
-    match state.auth.maintain(idle) {
-        Ok(live) => state.metrics.sessions_active.set(live as i64),
-        Err(err) => {
-            error!(state.logging.logger, "session upkeep failed"; "error" => err.to_string())
+/// What one round of upkeep does.
+struct Upkeep {
+    /// Also remove expired sessions and counters.
+    sweep: bool,
+    /// Write all unwritten activity, not just what is due (shutdown).
+    everything: bool,
+}
+
+/// One round of write-behind (and, when due, sweeping).
+fn upkeep(state: &AppState, round: Upkeep) {
+    let logger = &state.logging.logger;
+    if let Err(err) = state.auth.persist_activity(round.everything) {
+        error!(logger, "writing session activity failed"; "error" => err.to_string());
+    }
+    if round.sweep {
+        let idle = state.runtime.load().config.session.idle_timeout;
+        match state.auth.sweep(idle) {
+            Ok(live) => state.metrics.sessions_active.set(live as i64),
+            Err(err) => error!(logger, "sweeping sessions failed"; "error" => err.to_string()),
         }
     }
-    if let Err(err) = state.counters.persist_and_sweep() {
-        error!(state.logging.logger, "rate-limit counter upkeep failed"; "error" => err.to_string());
+    if let Err(err) = state.counters.persist(round.sweep) {
+        error!(logger, "writing rate-limit counters failed"; "error" => err.to_string());
     }
 }
 

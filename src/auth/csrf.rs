@@ -2,14 +2,17 @@
 //! credentials, so an unsafe request authenticated by cookie must come from
 //! the request's own origin or a configured trusted origin.
 
-use actix_web::http::header::ORIGIN;
+use actix_web::http::header::{HeaderName, ORIGIN};
 use actix_web::http::Method;
 use actix_web::HttpRequest;
 
 use crate::config::SessionConfig;
+use crate::proxy::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
 
-/// True when the request may proceed.
-pub fn allows(req: &HttpRequest, config: &SessionConfig) -> bool {
+/// True when the request may proceed. `behind_trusted_proxy` says whether the
+/// peer is a trusted proxy, whose `X-Forwarded-Proto`/`-Host` then describe
+/// the origin the browser saw (TLS terminated in front of the gateway).
+pub fn allows(req: &HttpRequest, config: &SessionConfig, behind_trusted_proxy: bool) -> bool {
     if matches!(
         *req.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
@@ -17,26 +20,40 @@ pub fn allows(req: &HttpRequest, config: &SessionConfig) -> bool {
         return true;
     }
     let headers = req.headers();
-    if headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
-    {
-        return false;
-    }
     let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
-        // No Origin: not a browser cross-origin request (browsers send Origin on every unsafe one).
-        return true;
+        // Browsers send Origin on every unsafe cross-origin request; without
+        // one, only Fetch Metadata can still tell a cross-site request.
+        return !headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
     };
     let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-    let scheme = if req.app_config().secure() {
-        "https"
-    } else {
-        "http"
+    if config.trusted_origins.contains(&origin) {
+        return true;
+    }
+    let forwarded = |name: &HeaderName| {
+        behind_trusted_proxy
+            .then(|| headers.get(name).and_then(|v| v.to_str().ok()))
+            .flatten()
+            .map(str::to_owned)
     };
-    let own = crate::proxy::request_host(req).and_then(|h| {
-        h.to_str()
-            .ok()
-            .map(|host| format!("{scheme}://{}", host.to_ascii_lowercase()))
+    let scheme = forwarded(&X_FORWARDED_PROTO).unwrap_or_else(|| {
+        if req.app_config().secure() {
+            "https"
+        } else {
+            "http"
+        }
+        .to_owned()
     });
-    own.as_deref() == Some(origin.as_str()) || config.trusted_origins.contains(&origin)
+    let host = forwarded(&X_FORWARDED_HOST).or_else(|| {
+        crate::proxy::request_host(req).and_then(|h| h.to_str().ok().map(str::to_owned))
+    });
+    host.is_some_and(|host| {
+        origin
+            == format!(
+                "{}://{}",
+                scheme.to_ascii_lowercase(),
+                host.to_ascii_lowercase()
+            )
+    })
 }

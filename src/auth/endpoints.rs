@@ -79,7 +79,7 @@ async fn login(
     ctx: &mut RequestCtx,
 ) -> Result<HttpResponse, GatewayError> {
     // Login CSRF: a cross-site form must not sign the victim into the attacker's account.
-    if !csrf::allows(req, &config.session) {
+    if !csrf::allows(req, &config.session, ctx.peer_trusted) {
         return Err(GatewayError::CsrfRejected);
     }
     let is_form = req
@@ -165,7 +165,7 @@ async fn logout(
     config: &Config,
     ctx: &mut RequestCtx,
 ) -> Result<HttpResponse, GatewayError> {
-    if !csrf::allows(req, &config.session) {
+    if !csrf::allows(req, &config.session, ctx.peer_trusted) {
         return Err(GatewayError::CsrfRejected);
     }
     if let Some(token) = session_cookie_value(req.headers(), &config.session.cookie_name) {
@@ -191,13 +191,18 @@ async fn current_session(
     config: &Config,
     ctx: &mut RequestCtx,
 ) -> Result<HttpResponse, GatewayError> {
-    let token = session_cookie_value(req.headers(), &config.session.cookie_name)
-        .ok_or(GatewayError::MissingToken)?;
-    let principal = state
-        .auth
-        .authenticate(token, &config.session)
-        .await
-        .map_err(rejection_error)?;
+    let Some(token) = session_cookie_value(req.headers(), &config.session.cookie_name) else {
+        ctx.auth = "missing_token";
+        return Err(GatewayError::MissingToken);
+    };
+    let principal = match state.auth.authenticate(token, &config.session).await {
+        Ok(principal) => principal,
+        Err(rejection) => {
+            let error = rejection_error(rejection);
+            ctx.auth = error.code();
+            return Err(error);
+        }
+    };
     ctx.identify(&principal.user, &principal.session, "authenticated");
     let session = &principal.session;
     let mut response = HttpResponse::Ok();

@@ -173,8 +173,8 @@ impl<'a> LoginThrottle<'a> {
         LoginThrottle {
             counters,
             config,
-            user_key: format!("login/user/{username}"),
-            ip_key: format!("login/ip/{ip}"),
+            user_key: format!("login-user|{username}"),
+            ip_key: format!("login-ip|{ip}"),
         }
     }
 
@@ -306,6 +306,7 @@ pub struct Auth {
     /// Sessions whose `last_seen` moved past `touch_interval` since last written.
     dirty: Mutex<Vec<Arc<Session>>>,
     decoy_hash: std::sync::OnceLock<String>,
+    rotation: tokio::sync::Mutex<()>,
 }
 
 impl Auth {
@@ -335,6 +336,7 @@ impl Auth {
             sessions: RwLock::new(index),
             dirty: Mutex::new(Vec::new()),
             decoy_hash: std::sync::OnceLock::new(),
+            rotation: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -436,22 +438,36 @@ impl Auth {
             persisted_last_seen: AtomicU64::new(now),
             revoked_at: AtomicU64::new(session.revoked_at.load(Ordering::Relaxed)),
         });
+        // One rotation at a time (they are rare), so the record written and
+        // the session indexed are always the same one.
+        let _rotating = self.rotation.lock().await;
+        if !self
+            .session(&session.id)
+            .is_some_and(|live| Arc::ptr_eq(&live, session))
         {
-            let mut index = self.sessions.write().ok()?;
-            match index.by_id.get(&session.id) {
-                Some(live) if Arc::ptr_eq(live, session) => index.insert(rotated.clone()),
-                _ => return None,
-            }
+            return None; // another request rotated it first
         }
-        // The new token must survive a crash, or the client would hold a cookie nobody knows.
-        if self
-            .session_records
+        // Durable before the client sees it: a crash must not leave the
+        // client holding a token nobody knows, nor log it out.
+        self.session_records
             .put(&rotated.id, &rotated.to_record())
-            .is_err()
-            || self.storage.flush_async().await.is_err()
+            .ok()?;
+        self.storage.flush_async().await.ok()?;
+        let mut index = self.sessions.write().ok()?;
+        if !index
+            .by_id
+            .get(&session.id)
+            .is_some_and(|live| Arc::ptr_eq(live, session))
         {
-            return None;
+            return None; // swept meanwhile
         }
+        // Revocation marks sessions under the read lock, so this sees any
+        // revocation of the old session.
+        rotated.revoked_at.store(
+            session.revoked_at.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        index.insert(rotated.clone());
         Some((rotated, token))
     }
 
@@ -518,17 +534,22 @@ impl Auth {
 
     fn mark_revoked(&self, matches: impl Fn(&Session) -> bool) -> Result<usize, AccountError> {
         let now = now_ms();
-        let targets: Vec<Arc<Session>> = self
-            .sessions
-            .read()
-            .map_err(|_| poisoned())?
-            .by_id
-            .values()
-            .filter(|s| matches(s) && s.revoked_at().is_none())
-            .cloned()
-            .collect();
+        // Marked while the index is read-locked, so a concurrent rotation
+        // either sees the mark or is seen here.
+        let targets: Vec<Arc<Session>> = {
+            let index = self.sessions.read().map_err(|_| poisoned())?;
+            let targets: Vec<Arc<Session>> = index
+                .by_id
+                .values()
+                .filter(|s| matches(s) && s.revoked_at().is_none())
+                .cloned()
+                .collect();
+            for session in &targets {
+                session.revoked_at.store(now, Ordering::Relaxed);
+            }
+            targets
+        };
         for session in &targets {
-            session.revoked_at.store(now, Ordering::Relaxed);
             self.session_records
                 .put(&session.id, &session.to_record())?;
         }
@@ -689,24 +710,45 @@ impl Auth {
         Ok(user)
     }
 
-    /// Writes pending `last_seen` updates and removes expired sessions from
-    /// memory and storage. Runs periodically off the request path; returns
-    /// the number of live sessions.
-    pub fn maintain(&self, idle: Duration) -> Result<usize, sled::Error> {
-        let dirty = self
+    /// Writes behind the `last_seen` of sessions active since their last
+    /// write: those queued by `touch`, or with `everything` (at shutdown)
+    /// every session with unwritten activity.
+    pub fn persist_activity(&self, everything: bool) -> Result<(), sled::Error> {
+        let mut pending = self
             .dirty
             .lock()
             .map(|mut d| std::mem::take(&mut *d))
             .unwrap_or_default();
-        for session in dirty {
+        if everything {
+            if let Ok(index) = self.sessions.read() {
+                pending.extend(
+                    index
+                        .by_id
+                        .values()
+                        .filter(|s| s.last_seen() > s.persisted_last_seen.load(Ordering::Relaxed))
+                        .cloned(),
+                );
+            }
+        }
+        for session in pending {
+            // A rotated or swept session has a newer record, or none.
             if self
                 .session(&session.id)
                 .is_some_and(|live| Arc::ptr_eq(&live, &session))
             {
+                session
+                    .persisted_last_seen
+                    .fetch_max(session.last_seen(), Ordering::Relaxed);
                 self.session_records
                     .put(&session.id, &session.to_record())?;
             }
         }
+        Ok(())
+    }
+
+    /// Removes expired sessions from memory and storage; returns the number
+    /// of live (unexpired, unrevoked) sessions.
+    pub fn sweep(&self, idle: Duration) -> Result<usize, sled::Error> {
         let now = now_ms();
         let expired: Vec<Arc<str>> = self
             .sessions

@@ -113,6 +113,10 @@ async fn user(auth: &Auth, config: &Config, command: UserCommand) -> Result<(), 
             let revoked = auth.set_privileges(&name, Some(roles), None).await?;
             println!("roles of {name} set; {revoked} session(s) revoked");
         }
+        UserCommand::SetPermissions { name, permissions } => {
+            let revoked = auth.set_privileges(&name, None, Some(permissions)).await?;
+            println!("permissions of {name} set; {revoked} session(s) revoked");
+        }
         UserCommand::Disable { name } => {
             let revoked = auth.set_disabled(&name, true).await?;
             println!("user {name} disabled; {revoked} session(s) revoked");

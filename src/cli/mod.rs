@@ -81,6 +81,11 @@ pub enum UserCommand {
     },
     /// Replace a user's roles (revokes their sessions).
     SetRoles { name: String, roles: Vec<String> },
+    /// Replace a user's permissions (revokes their sessions).
+    SetPermissions {
+        name: String,
+        permissions: Vec<String>,
+    },
     /// Disable a user (revokes their sessions).
     Disable { name: String },
     /// Re-enable a disabled user.

@@ -325,7 +325,7 @@ impl Config {
         let default_limits = rate_limits::attach(
             &mut e,
             "server.rate_limit",
-            default_rate_limit.map(super::raw::OneOrMany::One),
+            default_rate_limit,
             &policies,
             &[],
         );
@@ -396,6 +396,13 @@ fn session_config(e: &mut Errors, raw: RawSession, profile: Profile) -> SessionC
             e.push(
                 "session.cookie_name",
                 format!("{name:?} is not a valid cookie name"),
+            );
+            name
+        }
+        Some(name) if !secure && (name.starts_with("__Host-") || name.starts_with("__Secure-")) => {
+            e.push(
+                "session.cookie_name",
+                format!("{name:?}: browsers accept __Host- and __Secure- cookies only with session.secure = true"),
             );
             name
         }

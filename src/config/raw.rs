@@ -23,8 +23,8 @@ pub struct RawServer {
     pub keep_alive: Option<HumanDuration>,
     pub shutdown_grace: Option<HumanDuration>,
     pub workers: Option<usize>,
-    /// The rate-limit policy applied to routes that name none.
-    pub rate_limit: Option<String>,
+    /// The rate-limit policies applied to routes that name none.
+    pub rate_limit: Option<OneOrMany>,
 }
 
 /// One `[rate_limits.<name>]` policy.

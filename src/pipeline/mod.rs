@@ -193,7 +193,7 @@ async fn authenticate(
         }
     };
     ctx.identify(&principal.user, &principal.session, "authenticated");
-    if route.csrf && !csrf::allows(req, session) {
+    if route.csrf && !csrf::allows(req, session, ctx.peer_trusted) {
         ctx.auth = "csrf_rejected";
         return Err(GatewayError::CsrfRejected);
     }

@@ -1,7 +1,7 @@
 //! Forwarding a routed request upstream with awc and streaming the answer back.
 
 mod body;
-mod headers;
+pub mod headers;
 
 use std::rc::Rc;
 use std::sync::Arc;

@@ -92,6 +92,9 @@ pub fn check(
     Ok(())
 }
 
+/// Header values longer than this enter counter keys as their SHA-256.
+const MAX_HEADER_KEY: usize = 64;
+
 /// `policy|part|part…`. Anonymous requests fall back to the client address
 /// for `user` and `session` parts.
 pub fn counter_key(
@@ -112,11 +115,14 @@ pub fn counter_key(
             (KeyPart::Route, _) => write!(key, "{}", route.id),
             (KeyPart::Method, _) => write!(key, "{}", req.method()),
             (KeyPart::Header(name), _) => {
-                let value = req
-                    .headers()
-                    .get(name)
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()));
-                write!(key, "{}", value.unwrap_or_default())
+                let value = req.headers().get(name).map_or(&[][..], |v| v.as_bytes());
+                if value.len() <= MAX_HEADER_KEY {
+                    write!(key, "{}", String::from_utf8_lossy(value))
+                } else {
+                    // Long values are hashed so a client cannot make counter keys arbitrarily large.
+                    let digest = <sha2::Sha256 as sha2::Digest>::digest(value);
+                    digest.iter().try_for_each(|b| write!(key, "{b:02x}"))
+                }
             }
         };
     }

@@ -141,9 +141,9 @@ impl CounterStore {
         Ok(removed || on_disk)
     }
 
-    /// Writes changed counters to sled and drops expired ones everywhere;
-    /// run periodically off the request path. Returns (written, removed).
-    pub fn persist_and_sweep(&self) -> Result<(usize, usize), StoreError> {
+    /// Writes changed counters to sled and, with `sweep`, drops expired ones
+    /// everywhere; run periodically off the request path. Returns (written, removed).
+    pub fn persist(&self, sweep: bool) -> Result<(usize, usize), StoreError> {
         let now = now_ms();
         let mut batch = sled::Batch::default();
         let (mut written, mut removed) = (0, 0);
@@ -152,7 +152,7 @@ impl CounterStore {
                 .lock()
                 .map_err(|_| StoreError("a counter shard is poisoned".into()))?;
             shard.retain(|key, entry| {
-                if entry.counter.is_expired(now, entry.window_ms) {
+                if sweep && entry.counter.is_expired(now, entry.window_ms) {
                     batch.remove(key.as_bytes());
                     removed += 1;
                     return false;
