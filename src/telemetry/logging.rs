@@ -2,37 +2,54 @@
 //! written by a dedicated thread so a slow sink never blocks a request.
 //!
 //! Each record is formatted on the thread that logs it, into a reusable
-//! per-thread buffer, and the finished line is queued for the writer thread.
+//! per-thread buffer, and the finished line is appended to a shared queue.
 //! (Queuing the record itself, as slog-async does, means boxing every field
 //! value so it can cross threads — per request, that cost more than the
-//! formatting.) The writer batches whatever is queued into one write.
-//! Lines that arrive while the queue is full are dropped and counted in
-//! `portcullis_log_dropped_total` rather than blocking the request path.
+//! formatting.) The writer thread is not woken per line, which would cost a
+//! context switch per request: it takes the whole queue every
+//! [`WRITE_INTERVAL`] and writes it at once. Lines that arrive while the
+//! queue is full are dropped and counted in `portcullis_log_dropped_total`
+//! rather than blocking the request path.
 
 use std::cell::RefCell;
 use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use prometheus::IntCounter;
 use slog::{o, Drain, Level, Logger, OwnedKVList, Record};
 
 use crate::config::{LogConfig, LogFormat, LogOutput};
 
+/// How often the writer thread writes out queued lines.
+pub const WRITE_INTERVAL: Duration = Duration::from_millis(20);
+
 /// The running logger and the handles to reconfigure it.
 pub struct Logging {
     pub logger: Logger,
     level: Arc<AtomicUsize>,
-    queue: SyncSender<Message>,
+    control: Sender<Control>,
 }
 
-/// What the writer thread is asked to do.
-enum Message {
-    Line(Vec<u8>),
+/// Formatted lines waiting for the writer thread.
+struct Queue {
+    lines: Mutex<Pending>,
+    /// At most this many lines wait; more are dropped.
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    lines: usize,
+}
+
+/// Requests to the writer thread besides writing.
+enum Control {
     Reopen(SyncSender<io::Result<()>>),
     Flush(SyncSender<()>),
 }
@@ -42,11 +59,16 @@ impl Logging {
     /// Fails only when the output file cannot be opened.
     pub fn new(config: &LogConfig, dropped: IntCounter) -> io::Result<Logging> {
         let writer = open(&config.output)?;
-        let (queue, lines) = mpsc::sync_channel(config.buffer);
+        let queue = Arc::new(Queue {
+            lines: Mutex::new(Pending::default()),
+            capacity: config.buffer,
+        });
+        let (control, requests) = mpsc::channel();
         let target = config.output.clone();
+        let pending = queue.clone();
         std::thread::Builder::new()
             .name("portcullis-log".into())
-            .spawn(move || write_lines(lines, writer, target))?;
+            .spawn(move || write_lines(&pending, &requests, writer, &target))?;
         let level = Arc::new(AtomicUsize::new(config.level.as_usize()));
         static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
         let drain = RuntimeLevel {
@@ -54,14 +76,14 @@ impl Logging {
             drain: FormatAndQueue {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 pretty: config.format == LogFormat::Pretty,
-                queue: queue.clone(),
+                queue,
                 dropped,
             },
         };
         Ok(Logging {
             logger: Logger::root(drain.fuse(), o!()),
             level,
-            queue,
+            control,
         })
     }
 
@@ -79,19 +101,18 @@ impl Logging {
     /// Reopens the output file (after logrotate moved it away), once every
     /// line queued before it has been written to the old one.
     pub fn reopen(&self) -> io::Result<()> {
+        let stopped = || io::Error::other("the log writer has stopped");
         let (done, result) = mpsc::sync_channel(1);
-        self.queue
-            .send(Message::Reopen(done))
-            .map_err(|_| io::Error::other("the log writer has stopped"))?;
-        result
-            .recv()
-            .map_err(|_| io::Error::other("the log writer has stopped"))?
+        self.control
+            .send(Control::Reopen(done))
+            .map_err(|_| stopped())?;
+        result.recv().map_err(|_| stopped())?
     }
 
     /// Waits until every queued line is written; called at shutdown.
     pub fn flush(&self) {
         let (done, flushed) = mpsc::sync_channel(1);
-        if self.queue.send(Message::Flush(done)).is_ok() {
+        if self.control.send(Control::Flush(done)).is_ok() {
             let _ = flushed.recv();
         }
     }
@@ -131,7 +152,7 @@ struct FormatAndQueue {
     /// Tells this logger's per-thread formatter from another's (tests, benches).
     id: usize,
     pretty: bool,
-    queue: SyncSender<Message>,
+    queue: Arc<Queue>,
     dropped: IntCounter,
 }
 
@@ -187,53 +208,72 @@ impl Drain for FormatAndQueue {
     type Err = slog::Never;
 
     fn log(&self, record: &Record, values: &OwnedKVList) -> Result<(), slog::Never> {
-        let line = FORMATTER.with(|cell| {
+        FORMATTER.with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.as_ref().is_none_or(|f| f.id != self.id) {
                 *slot = Some(self.formatter());
             }
-            let formatter = slot.as_mut()?;
+            let Some(formatter) = slot.as_mut() else {
+                return;
+            };
             formatter.buffer.borrow_mut().clear();
-            formatter.json.log(record, values).ok()?;
-            let line = formatter.buffer.borrow().clone();
-            Some(line)
-        });
-        if let Some(line) = line {
-            if let Err(TrySendError::Full(_)) = self.queue.try_send(Message::Line(line)) {
-                self.dropped.inc();
+            if formatter.json.log(record, values).is_err() {
+                return;
             }
-        }
+            let line = formatter.buffer.borrow();
+            let Ok(mut pending) = self.queue.lines.lock() else {
+                return;
+            };
+            if pending.lines >= self.queue.capacity {
+                self.dropped.inc();
+                return;
+            }
+            pending.bytes.extend_from_slice(&line);
+            pending.lines += 1;
+        });
         Ok(())
     }
 }
 
-/// The writer thread: writes lines as they come, in batches, flushing
-/// whenever the queue runs dry.
-fn write_lines(lines: Receiver<Message>, writer: Box<dyn Write + Send>, target: LogOutput) {
-    let mut out = BufWriter::with_capacity(64 * 1024, writer);
-    while let Ok(message) = lines.recv() {
-        let mut next = Some(message);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Line(line) => {
-                    let _ = out.write_all(&line);
-                }
-                Message::Reopen(done) => {
-                    let _ = out.flush();
-                    let result =
-                        open(&target).map(|fresh| out = BufWriter::with_capacity(64 * 1024, fresh));
-                    let _ = done.send(result);
-                }
-                Message::Flush(done) => {
-                    let _ = out.flush();
-                    let _ = done.send(());
-                }
-            }
-            next = lines.try_recv().ok();
+/// The writer thread: every [`WRITE_INTERVAL`] (or when asked) it takes
+/// everything queued and writes it in one go.
+fn write_lines(
+    queue: &Queue,
+    requests: &Receiver<Control>,
+    writer: Box<dyn Write + Send>,
+    target: &LogOutput,
+) {
+    let mut out = writer;
+    let mut batch = Vec::new();
+    loop {
+        let request = match requests.recv_timeout(WRITE_INTERVAL) {
+            Ok(request) => Some(request),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if let Ok(mut pending) = queue.lines.lock() {
+            std::mem::swap(&mut batch, &mut pending.bytes);
+            pending.lines = 0;
         }
-        let _ = out.flush();
+        if !batch.is_empty() {
+            let _ = out.write_all(&batch).and_then(|()| out.flush());
+            batch.clear();
+        }
+        match request {
+            Some(Control::Reopen(done)) => {
+                let _ = done.send(open(target).map(|fresh| out = fresh));
+            }
+            Some(Control::Flush(done)) => {
+                let _ = done.send(());
+            }
+            None => {}
+        }
     }
-    let _ = out.flush();
+    // The logger is gone: write what is left.
+    if let Ok(mut pending) = queue.lines.lock() {
+        let _ = out.write_all(&pending.bytes).and_then(|()| out.flush());
+        pending.bytes.clear();
+    }
 }
 
 fn open(target: &LogOutput) -> io::Result<Box<dyn Write + Send>> {

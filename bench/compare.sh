@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Side-by-side proxy benchmark: Portcullis (plain and full pipeline) against
+# nginx, HAProxy and Caddy in front of the same upstream, on this machine.
+#
+#   bash bench/compare.sh              # full run (about 25 minutes on 2 cores)
+#   QUICK=1 bash bench/compare.sh      # one short round, to try the setup
+#
+# Installs what it needs (wrk, nginx, haproxy, caddy from Debian; oha from
+# crates.io), builds Portcullis in release mode, then hands over to
+# compare.py, which runs the contenders and writes bench/results/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+
+missing=()
+for tool in wrk:wrk nginx:nginx haproxy:haproxy caddy:caddy taskset:util-linux; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The packaged daemons must not hold the benchmark ports.
+for service in nginx haproxy caddy; do
+    as_root systemctl stop "$service" >/dev/null 2>&1 || true
+done
+if ! command -v oha >/dev/null 2>&1; then
+    echo "installing oha (open-loop latency) from crates.io"
+    cargo install --quiet --locked oha
+fi
+
+cargo build --release --quiet
+exec python3 bench/compare.py "$@"
