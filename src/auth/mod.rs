@@ -88,10 +88,10 @@ pub struct Session {
 }
 
 impl Session {
-    fn from_record(r: &SessionRecord) -> Option<Session> {
+    fn from_record(r: &SessionRecord, user: Arc<str>) -> Option<Session> {
         Some(Session {
             id: r.id.as_str().into(),
-            user: r.user.as_str().into(),
+            user,
             token_hash: token::from_hex(&r.token_hash)?,
             previous: r
                 .previous_token_hash
@@ -314,7 +314,7 @@ impl Auth {
     pub fn open(storage: &Storage) -> Result<Auth, sled::Error> {
         let user_records = storage.users()?;
         let session_records = storage.sessions()?;
-        let users = user_records
+        let users: HashMap<Arc<str>, Arc<User>> = user_records
             .all()?
             .into_iter()
             .map(|r| {
@@ -323,8 +323,13 @@ impl Auth {
             })
             .collect();
         let mut index = SessionIndex::default();
-        for record in session_records.all()? {
-            if let Some(session) = Session::from_record(&record) {
+        // Streamed, not collected: with many sessions the records would
+        // otherwise all be in memory twice at startup.
+        for record in session_records.iter() {
+            let record = record?;
+            // Sessions share their user's name rather than each holding a copy.
+            let user = users.get(record.user.as_str()).map_or_else(|| Arc::from(record.user.as_str()), |u| u.name.clone());
+            if let Some(session) = Session::from_record(&record, user) {
                 index.insert(Arc::new(session));
             }
         }

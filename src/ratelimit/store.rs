@@ -145,29 +145,39 @@ impl CounterStore {
     /// everywhere; run periodically off the request path. Returns (written, removed).
     pub fn persist(&self, sweep: bool) -> Result<(usize, usize), StoreError> {
         let now = now_ms();
-        let mut batch = sled::Batch::default();
         let (mut written, mut removed) = (0, 0);
         for shard in &self.shards {
-            let mut shard = shard
+            // Collect under the lock, write after releasing it.
+            let mut changes: Vec<(Vec<u8>, Option<[u8; 32]>)> = Vec::new();
+            shard
                 .lock()
-                .map_err(|_| StoreError("a counter shard is poisoned".into()))?;
-            shard.retain(|key, entry| {
-                if sweep && entry.counter.is_expired(now, entry.window_ms) {
-                    batch.remove(key.as_bytes());
-                    removed += 1;
-                    return false;
+                .map_err(|_| StoreError("a counter shard is poisoned".into()))?
+                .retain(|key, entry| {
+                    if sweep && entry.counter.is_expired(now, entry.window_ms) {
+                        changes.push((key.as_bytes().to_vec(), None));
+                        removed += 1;
+                        return false;
+                    }
+                    if entry.dirty {
+                        changes.push((key.as_bytes().to_vec(), Some(encode(entry))));
+                        entry.dirty = false;
+                        written += 1;
+                    }
+                    true
+                });
+            // Modest batches: one huge batch after a flood of new keys would
+            // need memory in proportion to the flood.
+            for chunk in changes.chunks(1024) {
+                let mut batch = sled::Batch::default();
+                for (key, value) in chunk {
+                    match value {
+                        Some(value) => batch.insert(key.as_slice(), value.as_slice()),
+                        None => batch.remove(key.as_slice()),
+                    }
                 }
-                if entry.dirty {
-                    batch.insert(key.as_bytes(), encode(entry).as_slice());
-                    entry.dirty = false;
-                    written += 1;
-                }
-                true
-            });
+                self.tree.apply_batch(batch).map_err(|e| StoreError(e.to_string()))?;
+            }
         }
-        self.tree
-            .apply_batch(batch)
-            .map_err(|e| StoreError(e.to_string()))?;
         Ok((written, removed))
     }
 

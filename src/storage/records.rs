@@ -89,6 +89,13 @@ impl<T: Serialize + DeserializeOwned> Records<T> {
         Ok(out)
     }
 
+    /// Every readable record, one at a time.
+    pub fn iter(&self) -> impl Iterator<Item = sled::Result<T>> + '_ {
+        self.tree
+            .iter()
+            .filter_map(|item| item.map(|(_, bytes)| decode(&bytes)).transpose())
+    }
+
     /// Applies several removals at once.
     pub fn delete_many<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> sled::Result<()> {
         let mut batch = sled::Batch::default();

@@ -1,0 +1,187 @@
+//! Scale runs: memory, disk and per-decision latency with 1,000 and
+//! 1,000,000 stored sessions and rate-limit keys. Each scenario runs in a
+//! fresh process so its memory is its own. Run with `cargo bench --bench scale`
+//! (or `-- sessions 1000000` for one scenario).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use portcullis::auth::{token, Auth};
+use portcullis::config::{self, ConfigSource};
+use portcullis::ratelimit::CounterStore;
+use portcullis::storage::{now_ms, SessionRecord, Storage, SCHEMA_VERSION};
+use rand::Rng;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    match args.as_slice() {
+        [kind, n] => scenario(kind, n.parse().expect("a count")),
+        [measure, dir, n] if measure == "measure-sessions" => measure_sessions(Path::new(dir), n.parse().unwrap()),
+        _ => {
+            println!("| scenario | n | memory held | on disk | p50 | p99 | run |");
+            println!("|---|---|---|---|---|---|---|");
+            for kind in ["sessions", "counters"] {
+                for n in ["1000", "1000000"] {
+                    let out = Command::new(std::env::current_exe().unwrap()).args([kind, n]).output().unwrap();
+                    print!("{}", String::from_utf8_lossy(&out.stdout));
+                    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+                }
+            }
+        }
+    }
+}
+
+fn scenario(kind: &str, n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scale.toml");
+    std::fs::write(
+        &file,
+        format!("[storage]\npath = {:?}\n[session]\nsecure = false\n", dir.path().join("data")),
+    )
+    .unwrap();
+    let config = config::load(&ConfigSource::File(file)).unwrap();
+    let started = Instant::now();
+    let baseline = rss_mib();
+    let mut samples = Vec::with_capacity(20_000);
+    let (rss, disk) = match kind {
+        "sessions" => {
+            let storage = Storage::open(&config.storage).unwrap();
+            let tokens = seed_sessions(&storage, n);
+            storage.flush().unwrap();
+            drop(storage);
+            std::fs::write(dir.path().join("tokens"), tokens.join("\n")).unwrap();
+            // A fresh process loads what is stored, as a restarted gateway would,
+            // so its memory is not the seeding's.
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args(["measure-sessions", dir.path().to_str().unwrap(), &n.to_string()])
+                .output()
+                .unwrap();
+            print!("{}", String::from_utf8_lossy(&out.stdout).trim_end());
+            println!(" {:.1} s |", started.elapsed().as_secs_f64());
+            return;
+        }
+        "counters" => {
+            let storage = Storage::open(&config.storage).unwrap();
+            let counters = CounterStore::open(&storage).unwrap();
+            let window = Duration::from_secs(3600);
+            let key = |i: usize| format!("per-ip|10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+            for i in 0..n {
+                counters.acquire(&key(i), window, 100).unwrap();
+            }
+            let in_memory = rss_mib() - baseline;
+            counters.persist(false).unwrap();
+            storage.flush().unwrap();
+            let rss = rss_mib() - baseline;
+            eprintln!("counters: {in_memory:.1} MiB before writing to storage, {rss:.1} MiB after");
+            let mut rng = rand::thread_rng();
+            for _ in 0..20_000 {
+                let k = key(rng.gen_range(0..n));
+                let t = Instant::now();
+                let _ = counters.acquire(&k, window, 100).unwrap();
+                samples.push(t.elapsed());
+            }
+            (rss, dir_size(dir.path()))
+        }
+        other => panic!("unknown scenario {other}"),
+    };
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    println!(
+        "| {kind} | {n} | {rss:.1} MiB | {:.1} MiB | {:.2} µs | {:.2} µs | {:.1} s |",
+        disk as f64 / (1 << 20) as f64,
+        pct(0.50).as_secs_f64() * 1e6,
+        pct(0.99).as_secs_f64() * 1e6,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The measuring half of the sessions scenario, in its own process.
+fn measure_sessions(dir: &Path, n: usize) {
+    let file = dir.join("scale.toml");
+    let config = config::load(&ConfigSource::File(file)).unwrap();
+    let tokens: Vec<String> = std::fs::read_to_string(dir.join("tokens")).unwrap().lines().map(str::to_owned).collect();
+    let before = rss_mib();
+    let storage = Storage::open(&config.storage).unwrap();
+    let auth = Auth::open(&storage).unwrap();
+    let rss = rss_mib() - before;
+    let mut rng = rand::thread_rng();
+    let mut samples = Vec::with_capacity(20_000);
+    for _ in 0..20_000 {
+        let token = &tokens[rng.gen_range(0..tokens.len())];
+        let t = Instant::now();
+        let ok = auth.authenticate(token, &config.session).now_or_never().unwrap().is_ok();
+        samples.push(t.elapsed());
+        assert!(ok);
+    }
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    print!(
+        "| sessions | {n} | {rss:.1} MiB | {:.1} MiB | {:.2} µs | {:.2} µs |",
+        dir_size(&dir.join("data")) as f64 / (1 << 20) as f64,
+        pct(0.50).as_secs_f64() * 1e6,
+        pct(0.99).as_secs_f64() * 1e6,
+    );
+}
+
+/// Writes `n` sessions of one user straight to storage, as a long-running
+/// gateway would have; returns their tokens.
+fn seed_sessions(storage: &Storage, n: usize) -> Vec<String> {
+    actix_web::rt::System::new().block_on(async {
+        Auth::open(storage)
+            .unwrap()
+            .add_user("scale", "a long enough password".into(), vec!["dev".into()], vec![], 8)
+            .await
+            .unwrap();
+    });
+    let records = storage.sessions().unwrap();
+    let now = now_ms();
+    (0..n)
+        .map(|_| {
+            let token = token::new_token();
+            let id = token::new_session_id();
+            let hash = token::hash_token(&token).unwrap();
+            let record = SessionRecord {
+                v: SCHEMA_VERSION,
+                id: id.clone(),
+                user: "scale".into(),
+                token_hash: token::to_hex(&hash),
+                previous_token_hash: None,
+                previous_valid_until: 0,
+                created_at: now,
+                token_issued_at: now,
+                last_seen: now,
+                expires_at: now + 3_600_000,
+                revoked_at: None,
+            };
+            records.put(&id, &record).unwrap();
+            token
+        })
+        .collect()
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn dir_size(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                dir_size(&e.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
