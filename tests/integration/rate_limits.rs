@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
-use crate::common::{client, json, route, Echo, Gateway, Setup, SOON};
+use crate::common::{client, eventually, json, route, Echo, Gateway, Setup, SOON};
 
 /// The admin API's bearer token in these tests.
 const TOKEN: &str = "rate-limit-tests-admin-token";
@@ -37,6 +37,10 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("a clock after 1970")
         .as_millis() as u64
+}
+
+fn now_secs() -> u64 {
+    now_ms() / 1000
 }
 
 /// Sleeps until the wall clock reads `at` (Unix milliseconds).
@@ -97,6 +101,18 @@ fn number(headers: &HeaderMap, name: &str) -> u64 {
         .unwrap_or_else(|_| panic!("{name} is not a number: {headers:?}"))
 }
 
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// `GET /admin/api/rate-limits` with the token.
 async fn rate_limits(gateway: &Gateway) -> Value {
     let response = client()
@@ -129,6 +145,22 @@ async fn busiest(gateway: &Gateway, policy: &str) -> Vec<(String, u64)> {
             )
         })
         .collect()
+}
+
+/// `DELETE /admin/api/rate-limits/{policy}/{key}` (the key URL-encoded here).
+async fn reset(gateway: &Gateway, policy: &str, key: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = client().delete(gateway.admin_url(&format!(
+        "/admin/api/rate-limits/{}/{}",
+        encode(policy),
+        encode(key)
+    )));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("DELETE a rate-limit key");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("a body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// Creates a user through the admin API.
@@ -851,4 +883,359 @@ async fn session_keys_count_each_session_separately() {
         "{keys:?}"
     );
     assert!(keys.contains(&("ip:127.0.0.1".to_owned(), 1)), "{keys:?}");
+}
+
+// Headers and the 429 body.
+
+/// Parses `"name";a=1;b=2, "other";a=3` into (name, [(param, value)]).
+fn structured_list(text: &str) -> Vec<(String, Vec<(String, u64)>)> {
+    text.split(',')
+        .map(|item| {
+            let mut parts = item.trim().split(';');
+            let name = parts.next().unwrap().trim_matches('"').to_owned();
+            let params = parts
+                .map(|p| {
+                    let (k, v) = p.split_once('=').expect("param=value");
+                    (k.to_owned(), v.parse().expect("a number"))
+                })
+                .collect();
+            (name, params)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn allowed_responses_carry_the_limit_headers() {
+    let echo = Echo::start();
+    let gateway = Gateway::start(
+        Setup::new()
+            .route(route("r", "/p/*", &echo.url()).extra(&uses("hdr")))
+            .route(route("free", "/free/*", &echo.url()))
+            .raw(&policy(
+                "hdr",
+                &["key = [\"ip\"]", "limit = 5", "window = \"1h\""],
+            )),
+    );
+    let client = client();
+    for expected_remaining in (0..5).rev() {
+        let before = now_secs();
+        let (status, headers) = get(&client, &gateway, "/p/x", &[]).await;
+        let after = now_secs();
+        assert_eq!(status, 200);
+        assert_eq!(number(&headers, "x-ratelimit-limit"), 5);
+        assert_eq!(
+            number(&headers, "x-ratelimit-remaining"),
+            expected_remaining
+        );
+        // Windows are aligned, so the current one ends on the next full hour.
+        let reset = number(&headers, "x-ratelimit-reset");
+        let next_hour = |secs: u64| (secs / 3600 + 1) * 3600;
+        assert!(
+            reset == next_hour(before) || reset == next_hour(after),
+            "reset {reset} is not the end of the hour after {before}"
+        );
+        assert_eq!(header(&headers, "ratelimit-policy"), "\"hdr\";q=5;w=3600");
+        let state = structured_list(header(&headers, "ratelimit"));
+        assert_eq!(state.len(), 1, "{state:?}");
+        assert_eq!(state[0].0, "hdr");
+        assert_eq!(state[0].1[0], ("r".to_owned(), expected_remaining));
+        let (name, t) = &state[0].1[1];
+        assert_eq!(name, "t");
+        assert!(*t <= 3600, "t={t}");
+        assert!(
+            before + t <= reset + 1 && reset <= after + t + 1,
+            "t={t} disagrees with reset {reset}"
+        );
+    }
+    assert_eq!(echo.hits(), 5);
+
+    // A route without a policy carries none of them.
+    let (status, headers) = get(&client, &gateway, "/free/x", &[]).await;
+    assert_eq!(status, 200);
+    for name in [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "ratelimit-policy",
+        "ratelimit",
+        "retry-after",
+    ] {
+        assert!(headers.get(name).is_none(), "{name} in {headers:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_limited_request_gets_429_with_retry_after_and_never_reaches_the_upstream() {
+    let echo = Echo::start();
+    let gateway = Gateway::start(
+        Setup::new()
+            .route(route("r", "/p/*", &echo.url()).extra(&uses("tight")))
+            .raw(&policy(
+                "tight",
+                &["key = [\"ip\"]", "limit = 2", "window = \"1h\""],
+            )),
+    );
+    assert_eq!(admitted(&gateway, "/p/x", &[], 2).await, 2);
+    assert_eq!(echo.hits(), 2);
+    for _ in 0..3 {
+        let response = client()
+            .post(gateway.url("/p/x"))
+            .header("x-request-id", "limited-request-1")
+            .body("a body that must not be forwarded")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 429);
+        let headers = response.headers().clone();
+        assert_eq!(header(&headers, "content-type"), "application/json");
+        let retry_after = number(&headers, "retry-after");
+        // The current window holds the whole limit: one more request fits
+        // once the window has ended and its weight has decayed by 1/limit.
+        assert!(
+            (1..=3600 + 1800 + 1).contains(&retry_after),
+            "Retry-After {retry_after}"
+        );
+        assert_eq!(number(&headers, "x-ratelimit-remaining"), 0);
+        assert_eq!(number(&headers, "x-ratelimit-limit"), 2);
+        let state = structured_list(header(&headers, "ratelimit"));
+        assert_eq!(state[0].1[0], ("r".to_owned(), 0));
+        assert_eq!(state[0].1[1], ("t".to_owned(), retry_after));
+        let body = json(response).await;
+        assert_eq!(body["error"], "rate_limit_exceeded");
+        assert_eq!(body["retry_after"], retry_after);
+        assert_eq!(body["limit"], 2);
+        assert_eq!(body["window"], 3600);
+        assert_eq!(body["correlation_id"], "limited-request-1");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    assert_eq!(echo.hits(), 2);
+}
+
+#[tokio::test]
+async fn with_two_policies_the_headers_report_the_closest_and_list_both() {
+    let echo = Echo::start();
+    let gateway = Gateway::start(
+        Setup::new()
+            .route(route("r", "/p/*", &echo.url()).extra("rate_limit = [\"wide\", \"narrow\"]"))
+            .raw(&policy(
+                "wide",
+                &["key = [\"ip\"]", "limit = 10", "window = \"1h\""],
+            ))
+            .raw(&policy(
+                "narrow",
+                &["key = [\"ip\"]", "limit = 3", "window = \"1m\""],
+            )),
+    );
+    let client = client();
+    for i in 1..=3u64 {
+        let (status, headers) = get(&client, &gateway, "/p/x", &[]).await;
+        assert_eq!(status, 200);
+        assert_eq!(number(&headers, "x-ratelimit-limit"), 3);
+        assert_eq!(number(&headers, "x-ratelimit-remaining"), 3 - i);
+        let reset = number(&headers, "x-ratelimit-reset");
+        assert!(reset <= now_secs() + 60, "narrow resets within the minute");
+        assert_eq!(
+            header(&headers, "ratelimit-policy"),
+            "\"wide\";q=10;w=3600, \"narrow\";q=3;w=60"
+        );
+        let state = structured_list(header(&headers, "ratelimit"));
+        let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["wide", "narrow"]);
+        assert_eq!(state[0].1[0], ("r".to_owned(), 10 - i));
+        assert_eq!(state[1].1[0], ("r".to_owned(), 3 - i));
+        assert!(
+            state[0].1[1].1 <= 3600 && state[1].1[1].1 <= 60,
+            "{state:?}"
+        );
+    }
+    let (status, headers) = get(&client, &gateway, "/p/x", &[]).await;
+    assert_eq!(status, 429);
+    assert_eq!(number(&headers, "x-ratelimit-limit"), 3);
+    assert_eq!(number(&headers, "x-ratelimit-remaining"), 0);
+    assert!(number(&headers, "retry-after") <= 60 + 20);
+}
+
+// Expiry and the sweeper.
+
+#[tokio::test]
+async fn counters_expire_and_are_swept_after_two_windows() {
+    const W: u64 = 300;
+    let echo = Echo::start();
+    let gateway = Gateway::start(
+        with_accounts()
+            .storage("flush_interval = \"50ms\"")
+            .route(route("r", "/p/*", &echo.url()).extra(&uses("short")))
+            .raw(&policy(
+                "short",
+                &[
+                    "key = [\"header:x-client\"]",
+                    "limit = 5",
+                    "window = \"300ms\"",
+                ],
+            )),
+    );
+    let client = client();
+    // Traffic from several keys inside one window, so the counts are exact.
+    let mut last_traffic = None;
+    for attempt in 0..5 {
+        let now = now_ms();
+        let start = now - now % W + W;
+        sleep_until_ms(start + 5).await;
+        let names: Vec<String> = (0..3).map(|k| format!("{attempt}-{k}")).collect();
+        for (k, name) in names.iter().enumerate() {
+            for _ in 0..3 - k {
+                assert_eq!(
+                    get(&client, &gateway, "/p/x", &[("x-client", name)])
+                        .await
+                        .0,
+                    200
+                );
+            }
+        }
+        let listed = busiest(&gateway, "short").await;
+        if now_ms() >= start + W {
+            continue;
+        }
+        assert_eq!(
+            listed,
+            [
+                (names[0].clone(), 3),
+                (names[1].clone(), 2),
+                (names[2].clone(), 1)
+            ]
+        );
+        last_traffic = Some((start, names));
+        break;
+    }
+    let (start, names) = last_traffic.expect("one round of traffic within a window");
+
+    // After two windows no key counts any more...
+    eventually("the busiest keys to be gone", SOON, || async {
+        busiest(&gateway, "short").await.is_empty().then_some(())
+    })
+    .await;
+    // ...and the sweeper (every flush interval) drops them from memory and
+    // disk, so resetting one finds nothing. The keys expire at start + 2W.
+    sleep_until_ms(start + 2 * W + 10 * 50).await;
+    for name in &names {
+        let (status, body) = reset(&gateway, "short", name, Some(TOKEN)).await;
+        assert_eq!(status, 404, "key {name} was not swept: {body}");
+    }
+}
+
+// The admin API.
+
+#[tokio::test]
+async fn the_admin_api_lists_policies_with_their_busiest_keys() {
+    let echo = Echo::start();
+    let gateway = Gateway::start(
+        with_accounts()
+            .route(route("a", "/a/*", &echo.url()).extra(&uses("alpha")))
+            .route(route("b", "/b/*", &echo.url()).extra(&uses("beta")))
+            .raw(&policy(
+                "alpha",
+                &[
+                    "key = [\"ip\"]",
+                    "limit = 3",
+                    "window = \"1m\"",
+                    "fail = \"closed\"",
+                ],
+            ))
+            .raw("[rate_limits.alpha.roles]\npremium = 10\n")
+            .raw(&policy(
+                "beta",
+                &["key = [\"header:x-k\"]", "limit = 5", "window = \"1h\""],
+            )),
+    );
+    assert_eq!(admitted(&gateway, "/a/x", &[], 2).await, 2);
+    assert_eq!(admitted(&gateway, "/b/x", &[("x-k", "x")], 3).await, 3);
+    assert_eq!(admitted(&gateway, "/b/x", &[("x-k", "y")], 1).await, 1);
+
+    let listed = rate_limits(&gateway).await;
+    assert_eq!(
+        listed,
+        json!([
+            {
+                "name": "alpha",
+                "limit": 3,
+                "window_seconds": 60.0,
+                "fail": "closed",
+                "roles": {"premium": 10},
+                "busiest": [{"key": "127.0.0.1", "count": 2}],
+            },
+            {
+                "name": "beta",
+                "limit": 5,
+                "window_seconds": 3600.0,
+                "fail": "open",
+                "roles": {},
+                "busiest": [{"key": "x", "count": 3}, {"key": "y", "count": 1}],
+            },
+        ])
+    );
+}
+
+#[tokio::test]
+async fn the_admin_rate_limit_api_needs_the_token() {
+    let gateway = Gateway::start(with_accounts().raw(&policy(
+        "p",
+        &["key = [\"ip\"]", "limit = 1", "window = \"1h\""],
+    )));
+    let url = gateway.admin_url("/admin/api/rate-limits");
+    for token in [None, Some("wrong-token-of-enough-length")] {
+        let mut request = client().get(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "GET with {token:?}");
+        assert_eq!(json(response).await["error"], "unauthorized");
+        let (status, _) = reset(&gateway, "p", "127.0.0.1", token).await;
+        assert_eq!(status, 401, "DELETE with {token:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_admin_reset_readmits_the_client() {
+    let echo = Echo::start();
+    let gateway = Gateway::start(
+        with_accounts()
+            .route(route("r", "/p/*", &echo.url()).extra(&uses("comp")))
+            .raw(&policy(
+                "comp",
+                &["key = [\"ip\", \"method\"]", "limit = 1", "window = \"1h\""],
+            )),
+    );
+    assert_eq!(admitted(&gateway, "/p/x", &[], 2).await, 1);
+    // The key holds a '|', sent URL-encoded.
+    let (status, _) = reset(&gateway, "comp", "127.0.0.1|GET", Some(TOKEN)).await;
+    assert_eq!(status, 204);
+    assert_eq!(admitted(&gateway, "/p/x", &[], 2).await, 1);
+    assert_eq!(echo.hits(), 2);
+
+    let (status, body) = reset(&gateway, "comp", "127.0.0.1|PATCH", Some(TOKEN)).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"], "not_found");
+    let (status, _) = reset(&gateway, "nonexistent", "127.0.0.1|GET", Some(TOKEN)).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn an_admin_reset_works_for_keys_with_reserved_characters() {
+    let echo = Echo::start();
+    let gateway = Gateway::start(
+        with_accounts()
+            .route(route("r", "/p/*", &echo.url()).extra(&uses("team")))
+            .raw(&policy(
+                "team",
+                &["key = [\"header:x-team\"]", "limit = 1", "window = \"1h\""],
+            )),
+    );
+    for team in ["team/a b", "50%+x?y#z"] {
+        assert_eq!(admitted(&gateway, "/p/x", &[("x-team", team)], 2).await, 1);
+        assert_eq!(busiest(&gateway, "team").await[0], (team.to_owned(), 1));
+        let (status, body) = reset(&gateway, "team", team, Some(TOKEN)).await;
+        assert_eq!(status, 204, "reset of {team:?}: {body}");
+        assert_eq!(admitted(&gateway, "/p/x", &[("x-team", team)], 1).await, 1);
+    }
 }
