@@ -28,6 +28,8 @@ mod limits;
 mod logging;
 #[path = "integration/proxying.rs"]
 mod proxying;
+#[path = "integration/rate_limits.rs"]
+mod rate_limits;
 #[path = "integration/routing.rs"]
 mod routing;
 #[path = "integration/tls.rs"]
