@@ -15,16 +15,24 @@ use portcullis::storage::{now_ms, SessionRecord, Storage, SCHEMA_VERSION};
 use rand::Rng;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     match args.as_slice() {
         [kind, n] => scenario(kind, n.parse().expect("a count")),
-        [measure, dir, n] if measure == "measure-sessions" => measure_sessions(Path::new(dir), n.parse().unwrap()),
+        [measure, dir, n] if measure == "measure-sessions" => {
+            measure_sessions(Path::new(dir), n.parse().unwrap())
+        }
         _ => {
             println!("| scenario | n | memory held | on disk | p50 | p99 | run |");
             println!("|---|---|---|---|---|---|---|");
             for kind in ["sessions", "counters"] {
                 for n in ["1000", "1000000"] {
-                    let out = Command::new(std::env::current_exe().unwrap()).args([kind, n]).output().unwrap();
+                    let out = Command::new(std::env::current_exe().unwrap())
+                        .args([kind, n])
+                        .output()
+                        .unwrap();
                     print!("{}", String::from_utf8_lossy(&out.stdout));
                     eprint!("{}", String::from_utf8_lossy(&out.stderr));
                 }
@@ -38,7 +46,10 @@ fn scenario(kind: &str, n: usize) {
     let file = dir.path().join("scale.toml");
     std::fs::write(
         &file,
-        format!("[storage]\npath = {:?}\n[session]\nsecure = false\n", dir.path().join("data")),
+        format!(
+            "[storage]\npath = {:?}\n[session]\nsecure = false\n",
+            dir.path().join("data")
+        ),
     )
     .unwrap();
     let config = config::load(&ConfigSource::File(file)).unwrap();
@@ -55,7 +66,11 @@ fn scenario(kind: &str, n: usize) {
             // A fresh process loads what is stored, as a restarted gateway would,
             // so its memory is not the seeding's.
             let out = Command::new(std::env::current_exe().unwrap())
-                .args(["measure-sessions", dir.path().to_str().unwrap(), &n.to_string()])
+                .args([
+                    "measure-sessions",
+                    dir.path().to_str().unwrap(),
+                    &n.to_string(),
+                ])
                 .output()
                 .unwrap();
             print!("{}", String::from_utf8_lossy(&out.stdout).trim_end());
@@ -66,7 +81,14 @@ fn scenario(kind: &str, n: usize) {
             let storage = Storage::open(&config.storage).unwrap();
             let counters = CounterStore::open(&storage).unwrap();
             let window = Duration::from_secs(3600);
-            let key = |i: usize| format!("per-ip|10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+            let key = |i: usize| {
+                format!(
+                    "per-ip|10.{}.{}.{}",
+                    (i >> 16) & 255,
+                    (i >> 8) & 255,
+                    i & 255
+                )
+            };
             for i in 0..n {
                 counters.acquire(&key(i), window, 100).unwrap();
             }
@@ -101,7 +123,11 @@ fn scenario(kind: &str, n: usize) {
 fn measure_sessions(dir: &Path, n: usize) {
     let file = dir.join("scale.toml");
     let config = config::load(&ConfigSource::File(file)).unwrap();
-    let tokens: Vec<String> = std::fs::read_to_string(dir.join("tokens")).unwrap().lines().map(str::to_owned).collect();
+    let tokens: Vec<String> = std::fs::read_to_string(dir.join("tokens"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
     let before = rss_mib();
     let storage = Storage::open(&config.storage).unwrap();
     let auth = Auth::open(&storage).unwrap();
@@ -111,7 +137,11 @@ fn measure_sessions(dir: &Path, n: usize) {
     for _ in 0..20_000 {
         let token = &tokens[rng.gen_range(0..tokens.len())];
         let t = Instant::now();
-        let ok = auth.authenticate(token, &config.session).now_or_never().unwrap().is_ok();
+        let ok = auth
+            .authenticate(token, &config.session)
+            .now_or_never()
+            .unwrap()
+            .is_ok();
         samples.push(t.elapsed());
         assert!(ok);
     }
@@ -131,7 +161,13 @@ fn seed_sessions(storage: &Storage, n: usize) -> Vec<String> {
     actix_web::rt::System::new().block_on(async {
         Auth::open(storage)
             .unwrap()
-            .add_user("scale", "a long enough password".into(), vec!["dev".into()], vec![], 8)
+            .add_user(
+                "scale",
+                "a long enough password".into(),
+                vec!["dev".into()],
+                vec![],
+                8,
+            )
             .await
             .unwrap();
     });

@@ -224,7 +224,7 @@ async fn maintain(state: web::Data<AppState>) {
                     .storage
                     .flush_interval
                     .min(config.session.touch_interval),
-                config.session.sweep_interval,
+                config.storage.sweep_interval,
             )
         };
         tokio::time::sleep(interval).await;

@@ -328,7 +328,9 @@ impl Auth {
         for record in session_records.iter() {
             let record = record?;
             // Sessions share their user's name rather than each holding a copy.
-            let user = users.get(record.user.as_str()).map_or_else(|| Arc::from(record.user.as_str()), |u| u.name.clone());
+            let user = users
+                .get(record.user.as_str())
+                .map_or_else(|| Arc::from(record.user.as_str()), |u| u.name.clone());
             if let Some(session) = Session::from_record(&record, user) {
                 index.insert(Arc::new(session));
             }

@@ -96,7 +96,6 @@ pub struct SessionConfig {
     pub rotate_after: Duration,
     pub rotation_grace: Duration,
     pub touch_interval: Duration,
-    pub sweep_interval: Duration,
     pub login_path: String,
     pub logout_path: String,
     pub session_path: String,
@@ -129,6 +128,8 @@ pub struct StorageConfig {
     pub path: PathBuf,
     pub cache_capacity: u64,
     pub flush_interval: Duration,
+    /// How often expired sessions and rate-limit counters are removed.
+    pub sweep_interval: Duration,
 }
 
 /// `[log]`.
@@ -381,7 +382,6 @@ fn session_config(e: &mut Errors, raw: RawSession, profile: Profile) -> SessionC
         rotate_after,
         rotation_grace,
         touch_interval,
-        sweep_interval,
         login_path,
         logout_path,
         session_path,
@@ -438,7 +438,6 @@ fn session_config(e: &mut Errors, raw: RawSession, profile: Profile) -> SessionC
     let rotate_after = duration("session.rotate_after", rotate_after, 15 * 60);
     let rotation_grace = duration("session.rotation_grace", rotation_grace, 30);
     let touch_interval = duration("session.touch_interval", touch_interval, 5);
-    let sweep_interval = duration("session.sweep_interval", sweep_interval, 60);
     let mut path = |key: &str, value: Option<String>, default: &str| match value {
         Some(p)
             if !p.starts_with('/')
@@ -494,7 +493,6 @@ fn session_config(e: &mut Errors, raw: RawSession, profile: Profile) -> SessionC
         rotate_after,
         rotation_grace,
         touch_interval,
-        sweep_interval,
         login_path,
         logout_path,
         session_path,
@@ -718,6 +716,7 @@ fn storage_config(e: &mut Errors, raw: RawStorage) -> StorageConfig {
         path,
         cache_capacity,
         flush_interval,
+        sweep_interval,
     } = raw;
     StorageConfig {
         path: match path {
@@ -734,6 +733,12 @@ fn storage_config(e: &mut Errors, raw: RawStorage) -> StorageConfig {
             "storage.flush_interval",
             flush_interval.map(|d| d.0),
             Duration::from_millis(500),
+        ),
+        sweep_interval: positive(
+            e,
+            "storage.sweep_interval",
+            sweep_interval.map(|d| d.0),
+            Duration::from_secs(60),
         ),
     }
 }

@@ -209,7 +209,15 @@ pub(super) fn attach(
     };
     names
         .iter()
-        .filter_map(|name| {
+        .enumerate()
+        .filter_map(|(i, name)| {
+            if names[..i].contains(name) {
+                e.push(
+                    path,
+                    format!("{name:?} is listed twice (it would count every request twice)"),
+                );
+                return None;
+            }
             let found = policies.get(name).cloned();
             if found.is_none() {
                 let known: Vec<&str> = policies.keys().map(String::as_str).collect();

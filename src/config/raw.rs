@@ -75,7 +75,6 @@ pub struct RawSession {
     pub rotate_after: Option<HumanDuration>,
     pub rotation_grace: Option<HumanDuration>,
     pub touch_interval: Option<HumanDuration>,
-    pub sweep_interval: Option<HumanDuration>,
     pub login_path: Option<String>,
     pub logout_path: Option<String>,
     pub session_path: Option<String>,
@@ -102,6 +101,7 @@ pub struct RawStorage {
     pub path: Option<String>,
     pub cache_capacity: Option<ByteSize>,
     pub flush_interval: Option<HumanDuration>,
+    pub sweep_interval: Option<HumanDuration>,
 }
 
 /// `[log]`: the system and access log.

@@ -24,11 +24,18 @@ use crate::storage::now_ms;
 pub trait Counters: Send + Sync {
     /// Admits and counts one request if `key` is under `limit` in `window`.
     fn acquire(&self, key: &str, window: Duration, limit: u64) -> Result<Decision, StoreError>;
+
+    /// Gives back one request counted by `acquire` in the current window.
+    fn release(&self, key: &str, window: Duration) -> Result<(), StoreError>;
 }
 
 impl Counters for CounterStore {
     fn acquire(&self, key: &str, window: Duration, limit: u64) -> Result<Decision, StoreError> {
         CounterStore::acquire(self, key, window, limit)
+    }
+
+    fn release(&self, key: &str, window: Duration) -> Result<(), StoreError> {
+        CounterStore::release(self, key, window)
     }
 }
 
@@ -63,6 +70,7 @@ pub fn check(
     who: &Requester,
     outcome: &mut Outcome,
 ) -> Result<(), GatewayError> {
+    let mut counted: Vec<(String, &RateLimitPolicy)> = Vec::new();
     for policy in &route.rate_limits {
         let key = counter_key(policy, route, req, who);
         let limit = policy.limit_for(who.principal.iter().flat_map(|(user, _)| user.roles.iter()));
@@ -72,7 +80,14 @@ pub fn check(
                     policy: policy.clone(),
                     decision,
                 });
-                if !decision.allowed {
+                if decision.allowed {
+                    counted.push((key, policy));
+                } else {
+                    // The request goes nowhere: the policies that admitted it
+                    // give their count back, as a lone policy never counts a rejection.
+                    for (key, policy) in &counted {
+                        let _ = counters.release(key, policy.window);
+                    }
                     outcome.limited = true;
                     return Err(GatewayError::RateLimited {
                         limit,
@@ -204,6 +219,9 @@ mod tests {
         fn acquire(&self, _: &str, _: Duration, _: u64) -> Result<Decision, StoreError> {
             Err(StoreError::for_tests())
         }
+        fn release(&self, _: &str, _: Duration) -> Result<(), StoreError> {
+            Err(StoreError::for_tests())
+        }
     }
 
     struct Counting(AtomicU64);
@@ -217,6 +235,10 @@ mod tests {
                 retry_after_ms: if n <= limit { 0 } else { 1500 },
                 reset_after_ms: 9000,
             })
+        }
+        fn release(&self, _: &str, _: Duration) -> Result<(), StoreError> {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
         }
     }
 

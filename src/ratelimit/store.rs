@@ -110,6 +110,12 @@ impl CounterStore {
         })
     }
 
+    /// Gives back one request counted in the current window (when a later
+    /// policy rejected it).
+    pub fn release(&self, key: &str, window: Duration) -> Result<(), StoreError> {
+        self.with_entry(key, window, |entry, w| entry.counter.release(now_ms(), w))
+    }
+
     /// Reports where the key stands without counting.
     pub fn peek(&self, key: &str, window: Duration, limit: u64) -> Result<Decision, StoreError> {
         self.with_entry(key, window, |entry, w| {
@@ -175,7 +181,9 @@ impl CounterStore {
                         None => batch.remove(key.as_slice()),
                     }
                 }
-                self.tree.apply_batch(batch).map_err(|e| StoreError(e.to_string()))?;
+                self.tree
+                    .apply_batch(batch)
+                    .map_err(|e| StoreError(e.to_string()))?;
             }
         }
         Ok((written, removed))

@@ -57,6 +57,13 @@ impl WindowCounter {
         self.decide(now, window, limit, false)
     }
 
+    /// Takes back one count, if the window it was counted in is still current.
+    pub fn release(&mut self, now: u64, window: u64) {
+        if now - now % window == self.window_start {
+            self.current = self.current.saturating_sub(1);
+        }
+    }
+
     /// Counts one event unconditionally (e.g. a failed login).
     pub fn record(&mut self, now: u64, window: u64) {
         self.roll(now, window);
