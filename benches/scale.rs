@@ -15,10 +15,14 @@ use portcullis::storage::{now_ms, SessionRecord, Storage, SCHEMA_VERSION};
 use rand::Rng;
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if raw.is_empty() {
+        // `cargo test --all-targets` runs bench targets too; the scale runs
+        // take minutes, so they only run under `cargo bench --bench scale`.
+        println!("scale runs are skipped outside `cargo bench --bench scale`");
+        return;
+    }
+    let args: Vec<String> = raw.into_iter().filter(|a| a != "--bench").collect();
     match args.as_slice() {
         [kind, n] => scenario(kind, n.parse().expect("a count")),
         [measure, dir, n] if measure == "measure-sessions" => {
