@@ -15,6 +15,8 @@ use crate::common::{client, client_builder, json, route, Echo, Gateway, Setup};
 mod cookies;
 #[path = "auth/login.rs"]
 mod login;
+#[path = "auth/rejections.rs"]
+mod rejections;
 
 /// The admin API bearer token of [`setup`].
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
