@@ -17,6 +17,10 @@ mod cookies;
 mod login;
 #[path = "auth/rejections.rs"]
 mod rejections;
+#[path = "auth/revocation.rs"]
+mod revocation;
+#[path = "auth/rotation.rs"]
+mod rotation;
 
 /// The admin API bearer token of [`setup`].
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
