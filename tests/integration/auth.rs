@@ -17,8 +17,14 @@ mod admin_sessions;
 mod cli;
 #[path = "auth/cookies.rs"]
 mod cookies;
+#[path = "auth/csrf.rs"]
+mod csrf;
+#[path = "auth/headers.rs"]
+mod headers;
 #[path = "auth/login.rs"]
 mod login;
+#[path = "auth/redirects.rs"]
+mod redirects;
 #[path = "auth/rejections.rs"]
 mod rejections;
 #[path = "auth/revocation.rs"]
