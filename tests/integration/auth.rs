@@ -23,6 +23,8 @@ mod csrf;
 mod headers;
 #[path = "auth/login.rs"]
 mod login;
+#[path = "auth/persistence.rs"]
+mod persistence;
 #[path = "auth/redirects.rs"]
 mod redirects;
 #[path = "auth/rejections.rs"]
@@ -31,6 +33,8 @@ mod rejections;
 mod revocation;
 #[path = "auth/rotation.rs"]
 mod rotation;
+#[path = "auth/throttle.rs"]
+mod throttle;
 
 /// The admin API bearer token of [`setup`].
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
