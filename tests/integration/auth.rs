@@ -23,6 +23,8 @@ mod csrf;
 mod headers;
 #[path = "auth/login.rs"]
 mod login;
+#[path = "auth/observability.rs"]
+mod observability;
 #[path = "auth/persistence.rs"]
 mod persistence;
 #[path = "auth/redirects.rs"]
