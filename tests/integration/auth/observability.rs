@@ -67,7 +67,7 @@ async fn no_token_or_password_ever_reaches_the_log() {
     let mut gateway = Gateway::start(
         protected(&echo)
             .log("level = \"debug\"")
-            .session("rotate_after = \"1s\"")
+            .session("rotate_after = \"500ms\"")
             .session("rotation_grace = \"1h\""),
     );
     let new_password = "a second secret passphrase";

@@ -133,7 +133,7 @@ async fn a_session_ends_at_its_absolute_lifetime_despite_activity() {
     let echo = Echo::start();
     let gateway = Gateway::start(
         without_upkeep(protected(&echo))
-            .session("max_lifetime = \"2s\"")
+            .session("max_lifetime = \"1s\"")
             .session("idle_timeout = \"10m\"")
             .session("rotate_after = \"1h\""),
     );
