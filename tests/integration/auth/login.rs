@@ -173,22 +173,24 @@ async fn wrong_password_and_unknown_user_get_the_same_401() {
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[0], answers[2]);
 
-    // A failed form login shows the page again, with no cookie.
-    let response = client()
-        .post(gateway.url("/auth/login"))
-        .form(&[
-            ("username", "alice"),
-            ("password", "nope"),
-            ("next", "/app"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
-    assert!(session_cookie(&response, COOKIE).is_none());
-    let html = response.text().await.unwrap();
-    assert!(html.contains("Invalid username or password."), "{html}");
-    assert!(html.contains("name=\"next\" value=\"/app\""), "{html}");
+    // A failed form login shows the page again, with no cookie, the same
+    // for a wrong password and an unknown user.
+    let mut pages = Vec::new();
+    for user in ["alice", "nobody"] {
+        let response = client()
+            .post(gateway.url("/auth/login"))
+            .form(&[("username", user), ("password", "nope"), ("next", "/app")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        assert!(session_cookie(&response, COOKIE).is_none());
+        let html = response.text().await.unwrap();
+        assert!(html.contains("Invalid username or password."), "{html}");
+        assert!(html.contains("name=\"next\" value=\"/app\""), "{html}");
+        pages.push(html);
+    }
+    assert_eq!(pages[0], pages[1]);
 }
 
 #[tokio::test]

@@ -66,6 +66,16 @@ async fn failed_logins_throttle_the_client_ip() {
     // Any username, even with the right password, from this client.
     assert_throttled(login(&gateway, "alice", PASSWORD).await, "alice").await;
     assert_throttled(login(&gateway, "ghost3", "whatever").await, "ghost3").await;
+    // Claiming to be someone else through X-Forwarded-For does not help: the
+    // gateway trusts no proxy here.
+    let response = crate::common::client()
+        .post(gateway.url("/auth/login"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&serde_json::json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_throttled(response, "with X-Forwarded-For").await;
 }
 
 #[tokio::test]
