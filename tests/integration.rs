@@ -6,6 +6,10 @@
 //!   with `Setup` (extra `key = value` lines per section) and routes built with
 //!   `route(id, path, upstream)`. Always build routes with `route`: it is the
 //!   one place where every route's table is written.
+//! - `Launch::cli` / `Gateway::cli` run `portcullis user|session ...` on the
+//!   same configuration (and so storage) as the gateway; `Gateway::stop`
+//!   (SIGTERM) or `kill` (SIGKILL), then `relaunch().start()`, restart it on
+//!   the same storage.
 //! - `Echo`, `Hanging`, `Fixed` and `closed_port_url` are the upstreams.
 //! - `client()` (reqwest) for well-formed traffic, `RawConn` for the rest.
 //!

@@ -9,7 +9,9 @@
 use std::path::Path;
 
 /// The sections a test can add lines to, in the order they are rendered.
-const SECTIONS: &[&str] = &["server", "upstream", "admin", "storage", "log"];
+const SECTIONS: &[&str] = &[
+    "server", "upstream", "admin", "storage", "log", "session", "login",
+];
 
 /// A gateway configuration under construction.
 #[derive(Debug, Clone, Default)]
@@ -73,6 +75,16 @@ impl Setup {
     /// Adds a `key = value` line to `[log]`.
     pub fn log(self, line: &str) -> Setup {
         self.add("log", line)
+    }
+
+    /// Adds a `key = value` line to `[session]`.
+    pub fn session(self, line: &str) -> Setup {
+        self.add("session", line)
+    }
+
+    /// Adds a `key = value` line to `[login]`.
+    pub fn login(self, line: &str) -> Setup {
+        self.add("login", line)
     }
 
     /// Adds a route.

@@ -1,10 +1,10 @@
 //! Running the real `portcullis` binary.
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -34,6 +34,37 @@ pub fn command() -> Command {
         }
     }
     cmd
+}
+
+/// Runs `portcullis ARGS --config FILE` in `dir` with these environment
+/// variables, writing `stdin` (if any) to its standard input; stdin is
+/// otherwise empty and not a terminal.
+fn run_cli(
+    dir: &Path,
+    config: &Path,
+    env: &[(String, String)],
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Output {
+    let mut cmd = command();
+    cmd.args(args)
+        .arg("--config")
+        .arg(config)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn portcullis");
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().expect("a stdin pipe");
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait for portcullis")
 }
 
 /// Log records collected from the gateway, shared with the reader threads.
@@ -216,6 +247,19 @@ impl Launch {
         self.dir.path()
     }
 
+    /// Runs the command line (`user ...`, `session ...`) against this
+    /// launch's configuration file, as written for the gateway, and so
+    /// against the storage the gateway will use.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let setup = self
+            .setup
+            .as_ref()
+            .expect("the command line needs a configuration file");
+        let config_path = self.dir.path().join("portcullis.toml");
+        std::fs::write(&config_path, setup.render(self.dir.path())).expect("write the config");
+        run_cli(self.dir.path(), &config_path, &self.env, args, stdin)
+    }
+
     /// Starts the gateway and waits until it serves; panics if it does not.
     pub fn start(self) -> Gateway {
         match self.try_start() {
@@ -241,6 +285,8 @@ impl Launch {
     fn try_start(self) -> Result<Gateway, Exited> {
         let dir = self.dir;
         let config_path = dir.path().join("portcullis.toml");
+        let original = self.setup.clone();
+        let env = self.env.clone();
         let mut setup = self.setup.clone();
         // A gateway that logs only warnings and errors never prints its
         // "started" line, so give it fixed free ports and poll /healthz instead.
@@ -297,7 +343,9 @@ impl Launch {
 
         let mut gateway = Gateway {
             child,
-            dir,
+            dir: Some(dir),
+            setup: original,
+            env,
             config_path,
             proxy_addr: "127.0.0.1:0".parse().unwrap(),
             admin_addr: "127.0.0.1:0".parse().unwrap(),
@@ -382,7 +430,11 @@ pub fn free_port() -> SocketAddr {
 /// A running gateway; killed when dropped.
 pub struct Gateway {
     child: Child,
-    dir: TempDir,
+    /// Always `Some`, until [`Gateway::relaunch`] hands it on.
+    dir: Option<TempDir>,
+    /// How it was launched, for [`Gateway::relaunch`].
+    setup: Option<Setup>,
+    env: Vec<(String, String)>,
     config_path: PathBuf,
     proxy_addr: SocketAddr,
     admin_addr: SocketAddr,
@@ -424,7 +476,7 @@ impl Gateway {
 
     /// The test's temporary directory.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.dir.as_ref().expect("the gateway's directory").path()
     }
 
     pub fn config_path(&self) -> &Path {
@@ -433,8 +485,7 @@ impl Gateway {
 
     /// Rewrites the configuration file (e.g. before a SIGHUP).
     pub fn write_config(&self, setup: &Setup) {
-        std::fs::write(&self.config_path, setup.render(self.dir.path()))
-            .expect("rewrite the config");
+        std::fs::write(&self.config_path, setup.render(self.dir())).expect("rewrite the config");
     }
 
     /// Waits for a log record matching `pred`.
@@ -544,6 +595,46 @@ impl Gateway {
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the gateway with SIGTERM and waits until it has exited cleanly.
+    pub fn stop(&mut self) {
+        self.signal("TERM");
+        let status = self.wait_exit(START_TIMEOUT);
+        assert!(
+            status.success(),
+            "the gateway exited with {status} on SIGTERM; log:\n{}",
+            self.raw_log()
+        );
+    }
+
+    /// Kills the gateway with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill(&mut self) {
+        if self.exit.is_none() {
+            self.child.kill().expect("kill -9 the gateway");
+        }
+        self.wait_exit(START_TIMEOUT);
+    }
+
+    /// Runs the command line (`user ...`, `session ...`) against this
+    /// gateway's configuration file, whether the gateway runs or not.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run_cli(self.dir(), &self.config_path, &self.env, args, stdin)
+    }
+
+    /// A launch of the same configuration in the same directory (so on the
+    /// same storage), for a gateway that has exited. The listeners get new
+    /// ephemeral ports.
+    pub fn relaunch(mut self) -> Launch {
+        assert!(
+            self.exit.is_some(),
+            "stop or kill the gateway before relaunching it"
+        );
+        Launch {
+            setup: self.setup.clone(),
+            env: self.env.clone(),
+            dir: self.dir.take().expect("the gateway's directory"),
         }
     }
 
