@@ -260,13 +260,16 @@ fn upkeep(state: &AppState, round: Upkeep) {
     if let Err(err) = state.auth.persist_activity(round.everything) {
         error!(logger, "writing session activity failed"; "error" => err.to_string());
     }
+    let idle = state.runtime.load().config.session.idle_timeout;
     if round.sweep {
-        let idle = state.runtime.load().config.session.idle_timeout;
-        match state.auth.sweep(idle) {
-            Ok(live) => state.metrics.sessions_active.set(live as i64),
-            Err(err) => error!(logger, "sweeping sessions failed"; "error" => err.to_string()),
+        if let Err(err) = state.auth.sweep(idle) {
+            error!(logger, "sweeping sessions failed"; "error" => err.to_string());
         }
     }
+    state
+        .metrics
+        .sessions_active
+        .set(state.auth.live_sessions(idle) as i64);
     if let Err(err) = state.counters.persist(round.sweep) {
         error!(logger, "writing rate-limit counters failed"; "error" => err.to_string());
     }

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
+use actix_web::middleware::{self, Next};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use slog::info;
@@ -18,6 +21,8 @@ use crate::error::GatewayError;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin/api")
+            // The token is checked before anything else, the request body included.
+            .wrap(middleware::from_fn(require_token))
             .route("/sessions", web::post().to(issue_session))
             .route("/sessions", web::get().to(list_sessions))
             .route("/sessions/{id}", web::delete().to(revoke_session))
@@ -36,6 +41,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::delete().to(reset_rate_limit),
             ),
     );
+}
+
+/// Refuses every API request without the right bearer token.
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or(GatewayError::Internal)?;
+    authorize(req.request(), state)?;
+    next.call(req).await
 }
 
 /// Checks the bearer token in constant time.
@@ -82,11 +99,9 @@ struct IssueSession {
 }
 
 async fn issue_session(
-    req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<IssueSession>,
 ) -> Result<HttpResponse, GatewayError> {
-    authorize(&req, &state)?;
     let session_config = state.runtime.load().config.session.clone();
     let ttl = match &body.ttl {
         None => session_config.max_lifetime,
@@ -117,11 +132,9 @@ struct SessionFilter {
 }
 
 async fn list_sessions(
-    req: HttpRequest,
     state: web::Data<AppState>,
     filter: web::Query<SessionFilter>,
 ) -> Result<HttpResponse, GatewayError> {
-    authorize(&req, &state)?;
     let idle = state.runtime.load().config.session.idle_timeout;
     let sessions: Vec<_> = state
         .auth
@@ -133,11 +146,9 @@ async fn list_sessions(
 }
 
 async fn revoke_session(
-    req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, GatewayError> {
-    authorize(&req, &state)?;
     if !state.auth.revoke(&id).await? {
         return Err(AccountError::NoSuchSession(id.into_inner()).into());
     }
@@ -146,31 +157,23 @@ async fn revoke_session(
 }
 
 async fn revoke_user_sessions(
-    req: HttpRequest,
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, GatewayError> {
-    authorize(&req, &state)?;
     let revoked = state.auth.revoke_user(&name).await?;
     info!(state.logging.logger, "admin: user sessions revoked"; "user" => name.as_str(), "revoked" => revoked);
     Ok(HttpResponse::Ok().json(serde_json::json!({"revoked": revoked})))
 }
 
-async fn list_users(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, GatewayError> {
-    authorize(&req, &state)?;
+async fn list_users(state: web::Data<AppState>) -> Result<HttpResponse, GatewayError> {
     let users: Vec<_> = state.auth.users().iter().map(|u| u.summary()).collect();
     Ok(HttpResponse::Ok().json(users))
 }
 
 async fn get_user(
-    req: HttpRequest,
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, GatewayError> {
-    authorize(&req, &state)?;
     let user = state
         .auth
         .find_user(&name)
@@ -190,11 +193,9 @@ struct NewUser {
 }
 
 async fn add_user(
-    req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<NewUser>,
 ) -> Result<HttpResponse, GatewayError> {
-    authorize(&req, &state)?;
     let min = state.runtime.load().config.login.min_password_length;
     let NewUser {
         username,
@@ -221,12 +222,10 @@ struct UserChange {
 
 /// Applies the given changes; any of them revokes the user's sessions.
 async fn update_user(
-    req: HttpRequest,
     state: web::Data<AppState>,
     name: web::Path<String>,
     body: web::Json<UserChange>,
 ) -> Result<HttpResponse, GatewayError> {
-    authorize(&req, &state)?;
     let min = state.runtime.load().config.login.min_password_length;
     let UserChange {
         password,
@@ -254,22 +253,16 @@ async fn update_user(
 }
 
 async fn delete_user(
-    req: HttpRequest,
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, GatewayError> {
-    authorize(&req, &state)?;
     let revoked = state.auth.delete_user(&name).await?;
     info!(state.logging.logger, "admin: user deleted"; "user" => name.as_str(), "sessions_revoked" => revoked);
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// Every policy with its busiest keys right now.
-async fn list_rate_limits(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, GatewayError> {
-    authorize(&req, &state)?;
+async fn list_rate_limits(state: web::Data<AppState>) -> Result<HttpResponse, GatewayError> {
     let runtime = state.runtime.load();
     let policies: Vec<_> = runtime
         .config
@@ -300,11 +293,9 @@ async fn list_rate_limits(
 
 /// Forgets one key's count, e.g. to unblock a client.
 async fn reset_rate_limit(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, GatewayError> {
-    authorize(&req, &state)?;
     let (policy, key) = path.into_inner();
     let full = format!("{policy}|{key}");
     let removed = state

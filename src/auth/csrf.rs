@@ -20,17 +20,28 @@ pub fn allows(req: &HttpRequest, config: &SessionConfig, behind_trusted_proxy: b
         return true;
     }
     let headers = req.headers();
-    let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
-        // Browsers send Origin on every unsafe cross-origin request; without
-        // one, only Fetch Metadata can still tell a cross-site request.
-        return !headers
-            .get("sec-fetch-site")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
-    };
-    let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-    if config.trusted_origins.contains(&origin) {
+    let origin = headers
+        .get(ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(|o| o.trim_end_matches('/').to_ascii_lowercase());
+    // An operator's explicit trust wins, even for another site.
+    if origin
+        .as_ref()
+        .is_some_and(|o| config.trusted_origins.contains(o))
+    {
         return true;
     }
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+    {
+        return false;
+    }
+    // Browsers send Origin on every unsafe cross-origin request: without
+    // one, this is not a page of another site speaking.
+    let Some(origin) = origin else {
+        return true;
+    };
     let forwarded = |name: &HeaderName| {
         behind_trusted_proxy
             .then(|| headers.get(name).and_then(|v| v.to_str().ok()))

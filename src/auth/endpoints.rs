@@ -109,7 +109,10 @@ async fn login(
         &credentials.username,
         ctx.client_ip,
     );
-    throttle.check()?;
+    if let Err(throttled) = throttle.check() {
+        state.metrics.logins.with_label_values(&["throttled"]).inc();
+        return Err(throttled);
+    }
     let Some(user) = state
         .auth
         .verify_password(&credentials.username, credentials.password)

@@ -753,9 +753,8 @@ impl Auth {
         Ok(())
     }
 
-    /// Removes expired sessions from memory and storage; returns the number
-    /// of live (unexpired, unrevoked) sessions.
-    pub fn sweep(&self, idle: Duration) -> Result<usize, sled::Error> {
+    /// Removes expired sessions from memory and storage.
+    pub fn sweep(&self, idle: Duration) -> Result<(), sled::Error> {
         let now = now_ms();
         let expired: Vec<Arc<str>> = self
             .sessions
@@ -778,17 +777,22 @@ impl Auth {
                 }
             }
         }
-        Ok(self
-            .sessions
+        Ok(())
+    }
+
+    /// The number of live (unexpired, unrevoked) sessions.
+    pub fn live_sessions(&self, idle: Duration) -> usize {
+        let now = now_ms();
+        self.sessions
             .read()
             .map(|index| {
                 index
                     .by_id
                     .values()
-                    .filter(|s| s.revoked_at().is_none())
+                    .filter(|s| s.revoked_at().is_none() && !s.is_expired(now, idle))
                     .count()
             })
-            .unwrap_or(0))
+            .unwrap_or(0)
     }
 }
 

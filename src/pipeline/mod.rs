@@ -169,8 +169,11 @@ async fn authenticate(
     }
     let AuthPolicy::Authenticated { roles, permissions } = &route.policy else {
         match outcome {
-            Ok(principal) => ctx.identify(&principal.user, &principal.session, "public"),
-            Err(_) => ctx.auth = "public",
+            // A cross-site request does not get to speak for the user, even where no session is required.
+            Ok(principal) if csrf::allows(req, session, ctx.peer_trusted) => {
+                ctx.identify(&principal.user, &principal.session, "public")
+            }
+            _ => ctx.auth = "public",
         }
         return Ok(());
     };

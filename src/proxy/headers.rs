@@ -45,6 +45,15 @@ pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap, skip: impl Fn(&Head
     }
 }
 
+/// Whether two header names are the same once `_` is read as `-`.
+pub fn same_header(name: &HeaderName, other: &HeaderName) -> bool {
+    let (a, b) = (name.as_str().as_bytes(), other.as_str().as_bytes());
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))
+}
+
 /// What the gateway knows about the inbound connection.
 pub struct Forwarding {
     pub peer: IpAddr,

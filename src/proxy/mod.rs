@@ -81,15 +81,20 @@ pub async fn forward(
         .timeout(route.timeout);
     {
         let outbound = upstream.headers_mut();
-        // Identity headers are the gateway's alone: client-supplied copies never pass.
+        // Identity headers are the gateway's alone: client-supplied copies
+        // never pass, nor look-alikes with '_' for '-' (CGI-style upstreams
+        // read `X_User_Id` as `X-User-Id`).
+        let identity = [
+            &session.user_id_header,
+            &session.roles_header,
+            &session.session_id_header,
+        ];
         headers::copy_end_to_end(req.headers(), outbound, |name| {
             *name == header::HOST
                 || *name == header::COOKIE
                 || headers::is_forwarding_header(name)
                 || *name == crate::pipeline::REQUEST_ID_HEADER
-                || *name == session.user_id_header
-                || *name == session.roles_header
-                || *name == session.session_id_header
+                || identity.iter().any(|id| headers::same_header(name, id))
         });
         if let Some(cookies) =
             crate::auth::strip_session_cookie(req.headers(), &session.cookie_name)
