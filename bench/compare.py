@@ -30,6 +30,7 @@ LOAD_CPUS = ",".join(str(c) for c in range(max(1, CPUS // 2), CPUS)) or "0"
 THREADS = max(1, CPUS // 2)
 UPSTREAM = 18100
 WORK = Path(tempfile.mkdtemp(prefix="portcullis-bench-"))
+WORK.chmod(0o755)  # nginx workers run unprivileged and serve /big from here
 
 
 def sh(cmd, **kw):
@@ -167,7 +168,7 @@ def haproxy(port, matched=False):
     conf.write_text(f"""
 global
   nbthread {THREADS}
-  maxconn 20000
+  maxconn 8000
   log stdout format raw local0
 defaults
   mode http
