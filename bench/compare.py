@@ -407,4 +407,6 @@ def render(report):
 
 
 if __name__ == "__main__":
+    # Turn SIGTERM into an exception so the servers are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     main()

@@ -108,6 +108,9 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     .workers(state.runtime.load().config.server.workers)
     .client_request_timeout(state.runtime.load().config.server.header_timeout)
     .keep_alive(state.runtime.load().config.server.keep_alive)
+    // Without it, the tail of a streamed response waits for the client's
+    // delayed ACK (~40 ms per response).
+    .tcp_nodelay(true)
     .shutdown_timeout(
         state
             .runtime
