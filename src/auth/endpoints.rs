@@ -32,6 +32,11 @@ pub async fn dispatch(
 ) -> Result<HttpResponse, GatewayError> {
     let session = &config.session;
     let method = req.method();
+    // Login and logout are CSRF-checked like any cookie-authenticated unsafe
+    // request: no other site may sign a user in to an account of its choosing.
+    if !csrf::allows(req, session, ctx.peer_trusted) {
+        return Err(GatewayError::CsrfRejected);
+    }
     if path == session.login_path {
         match *method {
             Method::GET | Method::HEAD => Ok(login_page(
@@ -78,10 +83,6 @@ async fn login(
     config: &Config,
     ctx: &mut RequestCtx,
 ) -> Result<HttpResponse, GatewayError> {
-    // Login CSRF: a cross-site form must not sign the victim into the attacker's account.
-    if !csrf::allows(req, &config.session, ctx.peer_trusted) {
-        return Err(GatewayError::CsrfRejected);
-    }
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -168,9 +169,6 @@ async fn logout(
     config: &Config,
     ctx: &mut RequestCtx,
 ) -> Result<HttpResponse, GatewayError> {
-    if !csrf::allows(req, &config.session, ctx.peer_trusted) {
-        return Err(GatewayError::CsrfRejected);
-    }
     if let Some(token) = session_cookie_value(req.headers(), &config.session.cookie_name) {
         if let Ok(principal) = state.auth.authenticate(token, &config.session).await {
             ctx.identify(&principal.user, &principal.session, "logout");

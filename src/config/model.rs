@@ -269,13 +269,14 @@ impl Errors<'_> {
     }
 }
 
+/// A duration that must not be zero, or `default` when unset.
 fn positive(
     errors: &mut Errors,
     path: &str,
-    value: Option<Duration>,
+    value: Option<HumanDuration>,
     default: Duration,
 ) -> Duration {
-    match value {
+    match value.map(|d| d.0) {
         Some(d) if d.is_zero() => {
             errors.push(path, "must be greater than zero");
             default
@@ -431,7 +432,7 @@ fn session_config(e: &mut Errors, raw: RawSession, profile: Profile) -> SessionC
         }
     };
     let mut duration = |key: &str, value: Option<HumanDuration>, default: u64| {
-        positive(e, key, value.map(|d| d.0), Duration::from_secs(default))
+        positive(e, key, value, Duration::from_secs(default))
     };
     let idle_timeout = duration("session.idle_timeout", idle_timeout, 30 * 60);
     let max_lifetime = duration("session.max_lifetime", max_lifetime, 12 * 3600);
@@ -558,7 +559,7 @@ fn login_config(e: &mut Errors, raw: RawLogin) -> LoginConfig {
         failure_window: positive(
             e,
             "login.failure_window",
-            failure_window.map(|d| d.0),
+            failure_window,
             Duration::from_secs(15 * 60),
         ),
     }
@@ -644,31 +645,26 @@ fn server_config(e: &mut Errors, raw: RawServer) -> ServerConfig {
         request_timeout: positive(
             e,
             "server.request_timeout",
-            request_timeout.map(|d| d.0),
+            request_timeout,
             Duration::from_secs(30),
         ),
         header_timeout: positive(
             e,
             "server.header_timeout",
-            header_timeout.map(|d| d.0),
+            header_timeout,
             Duration::from_secs(10),
         ),
         body_timeout: positive(
             e,
             "server.body_timeout",
-            body_timeout.map(|d| d.0),
+            body_timeout,
             Duration::from_secs(30),
         ),
-        keep_alive: positive(
-            e,
-            "server.keep_alive",
-            keep_alive.map(|d| d.0),
-            Duration::from_secs(60),
-        ),
+        keep_alive: positive(e, "server.keep_alive", keep_alive, Duration::from_secs(60)),
         shutdown_grace: positive(
             e,
             "server.shutdown_grace",
-            shutdown_grace.map(|d| d.0),
+            shutdown_grace,
             Duration::from_secs(30),
         ),
         workers,
@@ -699,13 +695,13 @@ fn upstream_config(e: &mut Errors, raw: RawUpstream) -> UpstreamConfig {
         connect_timeout: positive(
             e,
             "upstream.connect_timeout",
-            connect_timeout.map(|d| d.0),
+            connect_timeout,
             Duration::from_secs(5),
         ),
         idle_timeout: positive(
             e,
             "upstream.idle_timeout",
-            idle_timeout.map(|d| d.0),
+            idle_timeout,
             Duration::from_secs(60),
         ),
     }
@@ -731,13 +727,13 @@ fn storage_config(e: &mut Errors, raw: RawStorage) -> StorageConfig {
         flush_interval: positive(
             e,
             "storage.flush_interval",
-            flush_interval.map(|d| d.0),
+            flush_interval,
             Duration::from_millis(500),
         ),
         sweep_interval: positive(
             e,
             "storage.sweep_interval",
-            sweep_interval.map(|d| d.0),
+            sweep_interval,
             Duration::from_secs(60),
         ),
     }
@@ -890,7 +886,7 @@ fn routes_config(
             }
             Some(u) => e.check(&key("upstream"), Upstream::parse(&u)),
         };
-        let timeout = positive(e, &key("timeout"), timeout.map(|d| d.0), default_timeout);
+        let timeout = positive(e, &key("timeout"), timeout, default_timeout);
         if let (Some(id), Some(pattern), Some(upstream), Some(path)) = (id, pattern, upstream, path)
         {
             let strip_prefix = strip_prefix
