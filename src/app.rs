@@ -97,6 +97,14 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     });
 
     let proxy_state = state.clone();
+    // Listener settings are read once: they take a restart to change.
+    let (listen, workers, header_timeout, keep_alive, shutdown_grace) = (
+        server.listen,
+        server.workers,
+        server.header_timeout,
+        server.keep_alive,
+        server.shutdown_grace,
+    );
     let proxy_server = HttpServer::new(move || {
         // One upstream client per worker, built once: awc clients are not Send.
         let client = UpstreamClient::new(&upstream, server.request_timeout, client_tls.clone());
@@ -105,24 +113,14 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
             .app_data(web::Data::new(client))
             .default_service(web::to(pipeline::handle))
     })
-    .workers(state.runtime.load().config.server.workers)
-    .client_request_timeout(state.runtime.load().config.server.header_timeout)
-    .keep_alive(state.runtime.load().config.server.keep_alive)
+    .workers(workers)
+    .client_request_timeout(header_timeout)
+    .keep_alive(keep_alive)
     // Without it, the tail of a streamed response waits for the client's
     // delayed ACK (~40 ms per response).
     .tcp_nodelay(true)
-    .shutdown_timeout(
-        state
-            .runtime
-            .load()
-            .config
-            .server
-            .shutdown_grace
-            .as_secs()
-            .max(1),
-    )
+    .shutdown_timeout(shutdown_grace.as_secs().max(1))
     .disable_signals();
-    let listen = state.runtime.load().config.server.listen;
     let proxy_server = match server_tls {
         Some(tls) => proxy_server.bind_rustls_0_23(listen, tls),
         None => proxy_server.bind(listen),
@@ -350,10 +348,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         old.storage.path != new.storage.path
             || old.storage.cache_capacity != new.storage.cache_capacity,
     );
-    check(
-        "upstream",
-        format!("{:?}", old.upstream) != format!("{:?}", new.upstream),
-    );
+    check("upstream", old.upstream != new.upstream);
     check(
         "log.output/format",
         old.log.output != new.log.output || old.log.format != new.log.format,

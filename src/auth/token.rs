@@ -26,7 +26,7 @@ pub fn new_token() -> String {
 pub fn new_session_id() -> String {
     let mut bytes = [0u8; 16];
     OsRng.fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    to_hex(&bytes)
 }
 
 /// The hash of a well-formed token, or `None` for a malformed one.
@@ -43,8 +43,15 @@ pub fn same_hash(a: &TokenHash, b: &TokenHash) -> bool {
     a.ct_eq(b).into()
 }
 
-pub fn to_hex(hash: &TokenHash) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
+/// Lower-case hex of some bytes (ids, token hashes).
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 pub fn from_hex(text: &str) -> Option<TokenHash> {

@@ -60,7 +60,7 @@ pub struct TlsFiles {
 }
 
 /// `[upstream]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     pub max_connections: usize,
     pub connect_timeout: Duration,

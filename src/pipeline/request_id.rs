@@ -1,7 +1,5 @@
 //! Request ids: kept from the client when sane, generated otherwise.
 
-use std::fmt::Write as _;
-
 use actix_web::http::header::HeaderMap;
 use rand::RngCore;
 
@@ -23,11 +21,7 @@ pub fn from_headers(headers: &HeaderMap) -> String {
 pub fn generate() -> String {
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
-    let mut id = String::with_capacity(32);
-    for b in bytes {
-        let _ = write!(id, "{b:02x}");
-    }
-    id
+    crate::auth::token::to_hex(&bytes)
 }
 
 #[cfg(test)]

@@ -136,7 +136,8 @@ pub fn counter_key(
                 } else {
                     // Long values are hashed so a client cannot make counter keys arbitrarily large.
                     let digest = <sha2::Sha256 as sha2::Digest>::digest(value);
-                    digest.iter().try_for_each(|b| write!(key, "{b:02x}"))
+                    key.push_str(&crate::auth::token::to_hex(&digest));
+                    Ok(())
                 }
             }
         };
