@@ -66,7 +66,7 @@ fn session_validation(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), 1);
     let storage = Storage::open(&config.storage).unwrap();
-    let auth = Auth::open(&storage).unwrap();
+    let auth = Auth::open(&storage, 1000).unwrap();
     let token = actix_web::rt::System::new().block_on(async {
         auth.add_user(
             "bench",

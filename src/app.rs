@@ -66,7 +66,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     }
     install_panic_hook(logger.clone());
     let storage = Storage::open(&config.storage)?;
-    let auth = Auth::open(&storage).map_err(StartupError::State)?;
+    let auth = Auth::open(&storage, config.storage.session_cache).map_err(StartupError::State)?;
     let counters = CounterStore::open(&storage).map_err(StartupError::State)?;
     let server_tls = config
         .server
@@ -216,7 +216,8 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
 /// Background upkeep, off the request path: write behind session activity
 /// and rate-limit counts, sweep expired sessions and counters.
 async fn maintain(state: web::Data<AppState>) {
-    let mut last_sweep = std::time::Instant::now();
+    // The first round sweeps, which also counts the live sessions.
+    let mut last_sweep: Option<std::time::Instant> = None;
     loop {
         let (interval, sweep_every) = {
             let config = &state.runtime.load().config;
@@ -229,9 +230,9 @@ async fn maintain(state: web::Data<AppState>) {
             )
         };
         tokio::time::sleep(interval).await;
-        let sweep = last_sweep.elapsed() >= sweep_every;
+        let sweep = last_sweep.is_none_or(|at| at.elapsed() >= sweep_every);
         if sweep {
-            last_sweep = std::time::Instant::now();
+            last_sweep = Some(std::time::Instant::now());
         }
         let worker = state.clone();
         let _ = web::block(move || {
@@ -261,8 +262,8 @@ fn upkeep(state: &AppState, round: Upkeep) {
     if let Err(err) = state.auth.persist_activity(round.everything) {
         error!(logger, "writing session activity failed"; "error" => err.to_string());
     }
-    let idle = state.runtime.load().config.session.idle_timeout;
     if round.sweep {
+        let idle = state.runtime.load().config.session.idle_timeout;
         if let Err(err) = state.auth.sweep(idle) {
             error!(logger, "sweeping sessions failed"; "error" => err.to_string());
         }
@@ -270,7 +271,7 @@ fn upkeep(state: &AppState, round: Upkeep) {
     state
         .metrics
         .sessions_active
-        .set(state.auth.live_sessions(idle) as i64);
+        .set(state.auth.live_sessions() as i64);
     if let Err(err) = state.counters.persist(round.sweep) {
         error!(logger, "writing rate-limit counters failed"; "error" => err.to_string());
     }
@@ -346,7 +347,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     check(
         "storage",
         old.storage.path != new.storage.path
-            || old.storage.cache_capacity != new.storage.cache_capacity,
+            || old.storage.cache_capacity != new.storage.cache_capacity
+            || old.storage.session_cache != new.storage.session_cache,
     );
     check("upstream", old.upstream != new.upstream);
     check(

@@ -138,7 +138,7 @@ async fn list_sessions(
     let idle = state.runtime.load().config.session.idle_timeout;
     let sessions: Vec<_> = state
         .auth
-        .sessions(filter.user.as_deref())
+        .sessions(filter.user.as_deref())?
         .iter()
         .map(|s| s.summary(idle))
         .collect();

@@ -232,6 +232,7 @@ pub fn rejection_error(rejection: Rejection) -> GatewayError {
         Rejection::InvalidToken => GatewayError::InvalidToken,
         Rejection::TokenExpired => GatewayError::TokenExpired,
         Rejection::TokenRevoked => GatewayError::TokenRevoked,
+        Rejection::Unavailable => GatewayError::ServiceUnavailable,
     }
 }
 

@@ -46,7 +46,7 @@ pub fn run(config_path: Option<PathBuf>, command: Accounts) -> ExitCode {
         }
     };
     let result = actix_web::rt::System::new().block_on(async {
-        let auth = Auth::open(&storage)?;
+        let auth = Auth::open(&storage, config.storage.session_cache)?;
         match command {
             Accounts::User(command) => user(&auth, &config, command).await,
             Accounts::Session(command) => session(&auth, &config, command).await,
@@ -160,7 +160,7 @@ async fn session(
                 "{:<34} {:<20} {:<26} {:<26} STATE",
                 "ID", "USER", "LAST SEEN", "EXPIRES"
             );
-            for s in auth.sessions(user.as_deref()) {
+            for s in auth.sessions(user.as_deref())? {
                 let state = if s.revoked_at().is_some() {
                     "revoked"
                 } else {

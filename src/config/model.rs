@@ -127,6 +127,9 @@ pub struct LoginConfig {
 pub struct StorageConfig {
     pub path: PathBuf,
     pub cache_capacity: u64,
+    /// How many sessions are held in memory (the most recently active);
+    /// the others are read from the database when next presented.
+    pub session_cache: usize,
     pub flush_interval: Duration,
     /// How often expired sessions and rate-limit counters are removed.
     pub sweep_interval: Duration,
@@ -711,6 +714,7 @@ fn storage_config(e: &mut Errors, raw: RawStorage) -> StorageConfig {
     let RawStorage {
         path,
         cache_capacity,
+        session_cache,
         flush_interval,
         sweep_interval,
     } = raw;
@@ -724,6 +728,14 @@ fn storage_config(e: &mut Errors, raw: RawStorage) -> StorageConfig {
             None => "./portcullis-data".into(),
         },
         cache_capacity: cache_capacity.map_or(16 * 1024 * 1024, |s| s.0),
+        session_cache: match session_cache {
+            Some(0) => {
+                e.push("storage.session_cache", "must be at least 1");
+                1
+            }
+            Some(n) => n,
+            None => 50_000,
+        },
         flush_interval: positive(
             e,
             "storage.flush_interval",

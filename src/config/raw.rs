@@ -100,6 +100,7 @@ pub struct RawLogin {
 pub struct RawStorage {
     pub path: Option<String>,
     pub cache_capacity: Option<ByteSize>,
+    pub session_cache: Option<usize>,
     pub flush_interval: Option<HumanDuration>,
     pub sweep_interval: Option<HumanDuration>,
 }

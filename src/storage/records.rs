@@ -79,6 +79,10 @@ impl<T: Serialize + DeserializeOwned> Records<T> {
         Ok(self.tree.remove(key.as_bytes())?.is_some())
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
     /// Every readable record. Unreadable ones (from a newer schema) are skipped.
     pub fn all(&self) -> sled::Result<Vec<T>> {
         let mut out = Vec::new();

@@ -225,3 +225,65 @@ async fn the_storage_never_holds_a_token() {
         );
     }
 }
+
+#[tokio::test]
+async fn sessions_beyond_the_memory_cache_are_read_from_storage() {
+    let echo = Echo::start();
+    // One session in memory at a time: every switch reads the other from storage.
+    let gateway = Gateway::start(protected(&echo).storage("session_cache = 1"));
+    add_user(&gateway, "alice", &[], &[]).await;
+    add_user(&gateway, "bob", &[], &[]).await;
+    let (first, first_login) = login_body(&gateway, "alice").await;
+    let second = login_token(&gateway, "alice").await;
+    let bobs = login_token(&gateway, "bob").await;
+    for _ in 0..3 {
+        for token in [&first, &second, &bobs] {
+            assert_eq!(outcome(&gateway, "/p/x", token).await.0, 200);
+        }
+    }
+
+    // Revoked while out of memory: read back revoked.
+    let id = first_login["session_id"].as_str().unwrap();
+    assert_eq!(outcome(&gateway, "/p/x", &second).await.0, 200);
+    let (status, _) = admin(
+        &gateway,
+        Method::DELETE,
+        &format!("/admin/api/sessions/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        outcome(&gateway, "/p/x", &first).await,
+        (401, "token_revoked".into())
+    );
+    assert_eq!(outcome(&gateway, "/p/x", &second).await.0, 200);
+
+    // A user's sessions are found in storage, not only in memory.
+    let (status, body) = admin(
+        &gateway,
+        Method::DELETE,
+        "/admin/api/users/bob/sessions",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["revoked"], 1);
+    assert_eq!(
+        outcome(&gateway, "/p/x", &bobs).await,
+        (401, "token_revoked".into())
+    );
+    let (_, list) = admin(&gateway, Method::GET, "/admin/api/sessions", None).await;
+    let revoked: Vec<bool> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["revoked"].as_bool().unwrap())
+        .collect();
+    assert_eq!(revoked, [true, false, true], "{list}");
+    // Unknown tokens still miss cleanly after a storage read.
+    assert_eq!(
+        outcome(&gateway, "/p/x", &super::tamper(&second)).await,
+        (401, "invalid_token".into())
+    );
+}
