@@ -179,7 +179,7 @@ pub enum AccountError {
     InvalidName(String),
     #[error("storage failed: {0}")]
     Storage(#[from] sled::Error),
-    #[error("password hashing failed")]
+    #[error("hashing a password or token failed")]
     Hashing,
 }
 
@@ -224,11 +224,11 @@ impl Auth {
         token: &str,
         config: &SessionConfig,
     ) -> Result<Principal, Rejection> {
-        let hash = token::hash_token(token).ok_or(Rejection::InvalidToken)?;
+        let (id, hash) = token::parse(token).ok_or(Rejection::InvalidToken)?;
         let now = now_ms();
         let session = self
             .sessions
-            .find(&hash)
+            .find(id.as_str())
             .map_err(|_| Rejection::Unavailable)?
             .ok_or(Rejection::InvalidToken)?;
         let current = session.is_current(&hash);
@@ -293,12 +293,9 @@ impl Auth {
         if user.disabled {
             return Err(AccountError::UserDisabled(username.into()));
         }
-        let token = token::new_token();
-        let hash = token::hash_token(&token).ok_or(AccountError::Hashing)?;
-        let session = self
-            .sessions
-            .create(Session::new(user.name.clone(), hash, lifetime))
-            .await?;
+        let (session, token) =
+            Session::issue(user.name.clone(), lifetime).ok_or(AccountError::Hashing)?;
+        let session = self.sessions.create(session).await?;
         Ok(Issued { session, token })
     }
 

@@ -27,7 +27,7 @@ pub fn verify(password: &str, phc: &str) -> bool {
 /// A hash of a random password, verified against when the username is
 /// unknown so that unknown users cost the same argon2 work as known ones.
 pub fn decoy_hash() -> String {
-    let random = crate::auth::token::new_token();
+    let random = crate::auth::token::random_secret();
     hash(&random).unwrap_or_default()
 }
 

@@ -1,11 +1,11 @@
 //! Sessions: every one stored in sled, the most recently active also held
 //! in memory.
 //!
-//! sled holds the records (by id), a token index (the hash of a current or
-//! still-in-grace token → session id) and a user index (`user \0 id`).
-//! Memory holds at most `capacity` sessions, so a validation is usually a
-//! hash and a map lookup, at worst two sled reads, and memory stays bounded
-//! however many sessions are stored.
+//! A token carries its session's id, so a validation is a hash and a map
+//! lookup, or one sled read for a session not in memory. Memory holds at
+//! most `capacity` sessions, so it stays bounded however many are stored;
+//! sled holds one record per session and no index (a user's sessions are
+//! found by scanning, which only account changes do).
 //!
 //! Every change to a stored session (rotation, revocation, written-behind
 //! activity, sweeping) is a read-modify-write of its record under one lock,
@@ -40,11 +40,13 @@ pub struct Session {
 }
 
 impl Session {
-    /// A fresh session for `user`, valid for `lifetime`.
-    pub(super) fn new(user: Arc<str>, token_hash: TokenHash, lifetime: Duration) -> Session {
+    /// A fresh session for `user`, valid for `lifetime`, and its token.
+    pub(super) fn issue(user: Arc<str>, lifetime: Duration) -> Option<(Session, String)> {
+        let id = token::new_session_id();
+        let (token, token_hash) = token::new_token(&id)?;
         let now = now_ms();
-        Session {
-            id: token::new_session_id().into(),
+        let session = Session {
+            id: id.into(),
             user,
             token_hash,
             previous: None,
@@ -54,7 +56,8 @@ impl Session {
             last_seen: AtomicU64::new(now),
             persisted_last_seen: AtomicU64::new(now),
             revoked_at: AtomicU64::new(0),
-        }
+        };
+        Some((session, token))
     }
 
     fn from_record(r: &SessionRecord) -> Option<Session> {
@@ -141,11 +144,9 @@ impl Session {
     }
 }
 
-/// The sessions held in memory, by id and by token hash.
+/// The sessions held in memory, by id.
 struct Cache {
     by_id: HashMap<Arc<str>, Arc<Session>>,
-    /// Current and still-in-grace previous token hashes.
-    by_token: HashMap<TokenHash, Arc<Session>>,
     capacity: usize,
 }
 
@@ -154,26 +155,7 @@ impl Cache {
         if self.by_id.len() >= self.capacity && !self.by_id.contains_key(&session.id) {
             self.evict();
         }
-        if let Some(old) = self.by_id.insert(session.id.clone(), session.clone()) {
-            self.forget_tokens(&old);
-        }
-        self.by_token.insert(session.token_hash, session.clone());
-        if let Some((previous, _)) = session.previous {
-            self.by_token.insert(previous, session);
-        }
-    }
-
-    fn remove(&mut self, id: &str) {
-        if let Some(session) = self.by_id.remove(id) {
-            self.forget_tokens(&session);
-        }
-    }
-
-    fn forget_tokens(&mut self, session: &Session) {
-        self.by_token.remove(&session.token_hash);
-        if let Some((previous, _)) = session.previous {
-            self.by_token.remove(&previous);
-        }
+        self.by_id.insert(session.id.clone(), session);
     }
 
     /// Drops the least recently seen eighth at once, so the scan is paid
@@ -188,7 +170,7 @@ impl Cache {
         let count = (self.capacity / 8).clamp(1, by_age.len());
         by_age.select_nth_unstable_by_key(count - 1, |(seen, _)| *seen);
         for (_, id) in &by_age[..count] {
-            self.remove(id);
+            self.by_id.remove(id);
         }
     }
 }
@@ -197,8 +179,6 @@ impl Cache {
 pub(super) struct SessionStore {
     storage: Storage,
     records: Records<SessionRecord>,
-    tokens: sled::Tree,
-    by_user: sled::Tree,
     cache: RwLock<Cache>,
     /// Bumped by every change to stored sessions, after sled, before memory.
     epoch: AtomicU64,
@@ -211,77 +191,48 @@ pub(super) struct SessionStore {
 }
 
 impl SessionStore {
-    /// Opens the session trees, building the indexes if an older release
-    /// left records without them.
+    /// Opens the sessions tree.
     pub fn open(storage: &Storage, capacity: usize) -> sled::Result<SessionStore> {
-        let db = storage.db();
-        let store = SessionStore {
+        Ok(SessionStore {
             storage: storage.clone(),
             records: storage.sessions()?,
-            tokens: db.open_tree("session_tokens")?,
-            by_user: db.open_tree("session_users")?,
             cache: RwLock::new(Cache {
                 by_id: HashMap::new(),
-                by_token: HashMap::new(),
                 capacity: capacity.max(1),
             }),
             epoch: AtomicU64::new(0),
             writes: Mutex::new(()),
             dirty: Mutex::new(Vec::new()),
             live: AtomicI64::new(0),
-        };
-        if store.tokens.is_empty() && !store.records.is_empty() {
-            for record in store.records.iter() {
-                let record = record?;
-                if let Some(session) = Session::from_record(&record) {
-                    store.index(&session)?;
-                }
-            }
-        }
-        Ok(store)
+        })
     }
 
-    /// The session a token hash belongs to: from memory, or from sled (and
-    /// then kept in memory).
-    pub fn find(&self, hash: &TokenHash) -> sled::Result<Option<Arc<Session>>> {
-        if let Some(session) = self.read_cache().by_token.get(hash) {
+    /// The session with this id: from memory, or from sled (and then kept
+    /// in memory).
+    pub fn find(&self, id: &str) -> sled::Result<Option<Arc<Session>>> {
+        if let Some(session) = self.read_cache().by_id.get(id) {
             return Ok(Some(session.clone()));
         }
         loop {
             let epoch = self.epoch.load(Ordering::Acquire);
-            let Some(id) = self.tokens.get(hash)? else {
-                return Ok(None);
-            };
-            let Some(record) = self.records.get(&String::from_utf8_lossy(&id))? else {
-                return Ok(None);
-            };
-            let Some(session) = Session::from_record(&record) else {
+            let Some(session) = self.records.get(id)?.and_then(|r| Session::from_record(&r)) else {
                 return Ok(None);
             };
             let mut cache = self.write_cache();
             if self.epoch.load(Ordering::Acquire) != epoch {
                 continue; // changed while we read: read again
             }
-            if let Some(cached) = cache.by_id.get(&session.id) {
-                // Loaded meanwhile by another request: share that one.
-                return Ok(Some(cached.clone()));
+            // Another request may have loaded it meanwhile: share that one.
+            let session = cache
+                .by_id
+                .entry(session.id.clone())
+                .or_insert_with(|| Arc::new(session))
+                .clone();
+            if cache.by_id.len() > cache.capacity {
+                cache.evict();
             }
-            let session = Arc::new(session);
-            cache.insert(session.clone());
             return Ok(Some(session));
         }
-    }
-
-    /// A session by id, from memory or sled.
-    pub fn get(&self, id: &str) -> sled::Result<Option<Arc<Session>>> {
-        if let Some(session) = self.read_cache().by_id.get(id) {
-            return Ok(Some(session.clone()));
-        }
-        Ok(self
-            .records
-            .get(id)?
-            .and_then(|r| Session::from_record(&r))
-            .map(Arc::new))
     }
 
     /// Stores a new session, durably, and holds it in memory.
@@ -292,7 +243,6 @@ impl SessionStore {
             // sessions either finds this one or comes after it.
             let _writing = self.lock_writes();
             self.records.put(&session.id, &session.to_record())?;
-            self.index(&session)?;
             self.write_cache().insert(session.clone());
         }
         // Durable before the client gets the token.
@@ -310,8 +260,7 @@ impl SessionStore {
         now: u64,
         grace: Duration,
     ) -> sled::Result<Option<(Arc<Session>, String)>> {
-        let token = token::new_token();
-        let Some(hash) = token::hash_token(&token) else {
+        let Some((token, hash)) = token::new_token(&session.id) else {
             return Ok(None);
         };
         let rotated = Arc::new(Session {
@@ -336,14 +285,6 @@ impl SessionStore {
             {
                 return Ok(None);
             }
-            if let Some(older) = stored
-                .previous_token_hash
-                .as_deref()
-                .and_then(token::from_hex)
-            {
-                self.tokens.remove(older)?;
-            }
-            self.tokens.insert(hash, rotated.id.as_bytes())?;
             self.records.put(&rotated.id, &rotated.to_record())?;
             self.epoch.fetch_add(1, Ordering::Release);
             self.write_cache().insert(rotated.clone());
@@ -354,13 +295,17 @@ impl SessionStore {
         Ok(Some((rotated, token)))
     }
 
-    /// The ids of a user's stored sessions.
+    /// The ids of a user's stored sessions (a scan of every record: only
+    /// account changes need it).
     pub fn ids_of(&self, user: &str) -> sled::Result<Vec<String>> {
-        self.by_user
-            .scan_prefix(user_prefix(user))
-            .keys()
-            .map(|key| key.map(|k| String::from_utf8_lossy(&k[user.len() + 1..]).into_owned()))
-            .collect()
+        let mut ids = Vec::new();
+        for record in self.records.iter() {
+            let record = record?;
+            if record.user == user {
+                ids.push(record.id);
+            }
+        }
+        Ok(ids)
     }
 
     /// Marks sessions revoked, durably; returns how many were live.
@@ -394,22 +339,16 @@ impl SessionStore {
     /// Every stored session, optionally only one user's, oldest first.
     pub fn list(&self, user: Option<&str>) -> sled::Result<Vec<Arc<Session>>> {
         let mut list = Vec::new();
-        match user {
-            Some(user) => {
-                for id in self.ids_of(user)? {
-                    list.extend(self.get(&id)?);
-                }
+        let cache = self.read_cache();
+        for record in self.records.iter() {
+            let record = record?;
+            if user.is_some_and(|u| u != record.user) {
+                continue;
             }
-            None => {
-                let cache = self.read_cache();
-                for record in self.records.iter() {
-                    let record = record?;
-                    // Memory has the freshest activity.
-                    match cache.by_id.get(record.id.as_str()) {
-                        Some(cached) => list.push(cached.clone()),
-                        None => list.extend(Session::from_record(&record).map(Arc::new)),
-                    }
-                }
+            // Memory has the freshest activity.
+            match cache.by_id.get(record.id.as_str()) {
+                Some(cached) => list.push(cached.clone()),
+                None => list.extend(Session::from_record(&record).map(Arc::new)),
             }
         }
         list.sort_by_key(|s| s.created_at);
@@ -491,7 +430,6 @@ impl SessionStore {
                     continue;
                 }
                 if stored.is_expired(now, idle) {
-                    self.unindex(&stored)?;
                     self.records.delete(id)?;
                     gone.push(id);
                 }
@@ -499,7 +437,7 @@ impl SessionStore {
             self.epoch.fetch_add(1, Ordering::Release);
             let mut cache = self.write_cache();
             for id in gone {
-                cache.remove(id);
+                cache.by_id.remove(id.as_str());
             }
         }
         Ok(())
@@ -533,29 +471,6 @@ impl SessionStore {
         Ok(expired)
     }
 
-    fn index(&self, session: &Session) -> sled::Result<()> {
-        self.tokens
-            .insert(session.token_hash, session.id.as_bytes())?;
-        if let Some((previous, _)) = session.previous {
-            self.tokens.insert(previous, session.id.as_bytes())?;
-        }
-        let mut key = user_prefix(&session.user);
-        key.extend_from_slice(session.id.as_bytes());
-        self.by_user.insert(key, &[])?;
-        Ok(())
-    }
-
-    fn unindex(&self, session: &Session) -> sled::Result<()> {
-        self.tokens.remove(session.token_hash)?;
-        if let Some((previous, _)) = session.previous {
-            self.tokens.remove(previous)?;
-        }
-        let mut key = user_prefix(&session.user);
-        key.extend_from_slice(session.id.as_bytes());
-        self.by_user.remove(key)?;
-        Ok(())
-    }
-
     fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
         self.cache
             .read()
@@ -573,15 +488,6 @@ impl SessionStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-/// `user \0`: usernames cannot contain NUL, so one user's keys never run
-/// into another's.
-fn user_prefix(user: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(user.len() + 33);
-    key.extend_from_slice(user.as_bytes());
-    key.push(0);
-    key
 }
 
 #[cfg(test)]
@@ -602,17 +508,18 @@ mod tests {
         (storage, store)
     }
 
-    async fn issue(
-        store: &SessionStore,
-        user: &str,
-        lifetime: Duration,
-    ) -> (Arc<Session>, TokenHash) {
-        let hash = token::hash_token(&token::new_token()).unwrap();
-        let session = store
-            .create(Session::new(user.into(), hash, lifetime))
-            .await
-            .unwrap();
-        (session, hash)
+    async fn issue(store: &SessionStore, user: &str, lifetime: Duration) -> (Arc<Session>, String) {
+        let (session, token) = Session::issue(user.into(), lifetime).unwrap();
+        (store.create(session).await.unwrap(), token)
+    }
+
+    /// What validation looks up: the session a token names, if its secret is current.
+    fn lookup(store: &SessionStore, token: &str) -> Option<Arc<Session>> {
+        let (id, hash) = token::parse(token).unwrap();
+        store
+            .find(id.as_str())
+            .unwrap()
+            .filter(|s| s.is_current(&hash))
     }
 
     const HOUR: Duration = Duration::from_secs(3600);
@@ -626,32 +533,28 @@ mod tests {
             issued.push(issue(&store, "alice", HOUR).await);
         }
         assert!(store.read_cache().by_id.len() <= 16);
-        for (session, hash) in &issued {
-            let found = store.find(hash).unwrap().expect("found in storage");
+        for (session, token) in &issued {
+            let found = lookup(&store, token).expect("found in storage");
             assert_eq!(found.id, session.id);
             assert!(store.read_cache().by_id.len() <= 16);
         }
-        let unknown = token::hash_token(&token::new_token()).unwrap();
-        assert!(store.find(&unknown).unwrap().is_none());
+        assert!(store.find(&token::new_session_id()).unwrap().is_none());
         assert_eq!(store.ids_of("alice").unwrap().len(), 100);
         assert_eq!(store.list(None).unwrap().len(), 100);
+        assert_eq!(store.list(Some("bob")).unwrap().len(), 0);
     }
 
     #[actix_web::test]
     async fn changes_to_sessions_out_of_memory_stick() {
         let dir = tempfile::tempdir().unwrap();
         let (_storage, store) = open(dir.path(), 1);
-        let (revoked, revoked_hash) = issue(&store, "alice", HOUR).await;
-        let (rotated, old_hash) = issue(&store, "bob", HOUR).await;
+        let (revoked, revoked_token) = issue(&store, "alice", HOUR).await;
+        let (rotated, old_token) = issue(&store, "bob", HOUR).await;
         // `rotated` is the one in memory; revoke the other from storage.
         assert_eq!(store.revoke(&[revoked.id.to_string()]).await.unwrap(), 1);
         assert_eq!(store.revoke(&[revoked.id.to_string()]).await.unwrap(), 0);
-        assert!(store
-            .find(&revoked_hash)
-            .unwrap()
-            .unwrap()
-            .revoked_at()
-            .is_some());
+        let reloaded = lookup(&store, &revoked_token).unwrap();
+        assert!(reloaded.revoked_at().is_some());
 
         // Rotating a stale copy after eviction is refused; the fresh one rotates.
         let now = now_ms();
@@ -661,58 +564,35 @@ mod tests {
             .unwrap()
             .expect("rotated");
         assert!(store.rotate(&rotated, now, HOUR).await.unwrap().is_none());
-        store.find(&revoked_hash).unwrap(); // evicts the rotated session
-        let new_hash = token::hash_token(&token).unwrap();
-        let loaded = store.find(&new_hash).unwrap().expect("new token indexed");
+        lookup(&store, &revoked_token); // evicts the rotated session
+        let loaded = lookup(&store, &token).expect("the new token is stored");
         assert_eq!(loaded.id, fresh.id);
-        assert!(loaded.is_current(&new_hash));
+        let (_, old_hash) = token::parse(&old_token).unwrap();
         assert!(loaded.previous_valid_until(&old_hash).is_some());
 
         // Activity written behind for an evicted session lands on its record.
         store.touch(&loaded, now + 60_000, Duration::ZERO);
-        store.find(&revoked_hash).unwrap();
+        lookup(&store, &revoked_token);
         store.persist_activity(false).unwrap();
-        assert_eq!(
-            store.get(&fresh.id).unwrap().unwrap().last_seen(),
-            now + 60_000
-        );
+        let stored = || store.records.get(&fresh.id).unwrap().unwrap();
+        assert_eq!(stored().last_seen, now + 60_000);
         // ...but never onto a record that has moved on.
         store.touch(&rotated, now + 120_000, Duration::ZERO);
         store.persist_activity(false).unwrap();
-        assert_eq!(
-            store.get(&fresh.id).unwrap().unwrap().last_seen(),
-            now + 60_000
-        );
+        assert_eq!(stored().last_seen, now + 60_000);
     }
 
     #[actix_web::test]
-    async fn sweeping_removes_expired_sessions_and_their_indexes() {
+    async fn sweeping_removes_expired_sessions() {
         let dir = tempfile::tempdir().unwrap();
         let (_storage, store) = open(dir.path(), 1);
-        let (expired, expired_hash) = issue(&store, "alice", Duration::ZERO).await;
-        let (_, live_hash) = issue(&store, "alice", HOUR).await;
+        let (expired, expired_token) = issue(&store, "alice", Duration::ZERO).await;
+        let (_, live_token) = issue(&store, "alice", HOUR).await;
         store.sweep(HOUR).unwrap();
         assert_eq!(store.live(), 1);
-        assert!(store.find(&expired_hash).unwrap().is_none());
-        assert!(store.get(&expired.id).unwrap().is_none());
+        assert!(lookup(&store, &expired_token).is_none());
+        assert!(store.records.get(&expired.id).unwrap().is_none());
         assert_eq!(store.ids_of("alice").unwrap().len(), 1);
-        assert!(store.find(&live_hash).unwrap().is_some());
-    }
-
-    #[actix_web::test]
-    async fn indexes_are_built_for_records_without_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let hash = {
-            let (storage, store) = open(dir.path(), 4);
-            let (_, hash) = issue(&store, "alice", HOUR).await;
-            // As an older release left it: records only.
-            storage.db().drop_tree("session_tokens").unwrap();
-            storage.db().drop_tree("session_users").unwrap();
-            storage.flush().unwrap();
-            hash
-        };
-        let (_storage, store) = open(dir.path(), 4);
-        assert!(store.find(&hash).unwrap().is_some());
-        assert_eq!(store.ids_of("alice").unwrap().len(), 1);
+        assert!(lookup(&store, &live_token).is_some());
     }
 }

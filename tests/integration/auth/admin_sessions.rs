@@ -43,7 +43,7 @@ async fn the_admin_api_issues_a_session_whose_token_works() {
     let id = body["id"].as_str().expect("an id");
     let token = body["token"].as_str().expect("a token");
     assert_eq!(id.len(), 32, "{body}");
-    assert_eq!(token.len(), 43, "{body}");
+    assert_eq!(token.len(), 64, "{body}");
     assert_eq!(body["cookie_name"], COOKIE);
     assert_about(&body["expires_at"], Duration::from_secs(3600));
 

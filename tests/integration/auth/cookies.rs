@@ -16,9 +16,10 @@ async fn login_cookie(gateway: &Gateway, name: &str) -> SetCookie {
         .unwrap_or_else(|| panic!("a {name} cookie in {:?}", response.headers()))
 }
 
-/// A token as the gateway makes them: 256 bits in unpadded base64url.
+/// A token as the gateway makes them: a 128-bit session id and a 256-bit
+/// secret in unpadded base64url.
 fn assert_token_shape(token: &str) {
-    assert_eq!(token.len(), 43, "{token}");
+    assert_eq!(token.len(), 64, "{token}");
     assert!(
         token
             .bytes()
@@ -161,7 +162,7 @@ async fn a_cookie_brought_to_login_is_never_adopted() {
     let gateway = Gateway::start(protected(&echo));
     add_user(&gateway, "alice", &[], &[]).await;
     // Well-formed, so only the session store can tell it is made up.
-    let planted = "AttackerChosenTokenValue0123456789abcdefghi";
+    let planted = "AttackerChosenTokenValue0123456789abcdefghijklmnopqrstuvwxyzABCD";
     assert_token_shape(planted);
 
     for form in [false, true] {

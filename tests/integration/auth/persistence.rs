@@ -123,13 +123,19 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|(i, &b)| b == first && haystack[i + 1..].starts_with(rest))
 }
 
-/// A token as text, as its 32 raw bytes, and in every base64 spelling of either.
+/// A token as text, as its 48 raw bytes (16 of session id, which is public,
+/// then 32 of secret), its secret alone in raw and hex, and every base64
+/// spelling of the token and the secret.
 fn spellings(token: &str) -> Vec<(String, Vec<u8>)> {
     let raw = URL_SAFE_NO_PAD.decode(token).expect("a base64url token");
-    assert_eq!(raw.len(), 32);
+    assert_eq!(raw.len(), 48);
+    let secret = raw[16..].to_vec();
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     let mut out = vec![
         ("text".to_owned(), token.as_bytes().to_vec()),
         ("raw bytes".to_owned(), raw.clone()),
+        ("secret".to_owned(), secret.clone()),
+        ("secret in hex".to_owned(), hex.into_bytes()),
     ];
     for (name, engine) in [
         ("standard", &STANDARD),
@@ -143,6 +149,10 @@ fn spellings(token: &str) -> Vec<(String, Vec<u8>)> {
         out.push((
             format!("{name} base64 of the text"),
             engine.encode(token).into_bytes(),
+        ));
+        out.push((
+            format!("{name} base64 of the secret"),
+            engine.encode(&secret).into_bytes(),
         ));
     }
     out
