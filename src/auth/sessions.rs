@@ -339,15 +339,16 @@ impl SessionStore {
     /// Every stored session, optionally only one user's, oldest first.
     pub fn list(&self, user: Option<&str>) -> sled::Result<Vec<Arc<Session>>> {
         let mut list = Vec::new();
-        let cache = self.read_cache();
         for record in self.records.iter() {
             let record = record?;
             if user.is_some_and(|u| u != record.user) {
                 continue;
             }
-            // Memory has the freshest activity.
-            match cache.by_id.get(record.id.as_str()) {
-                Some(cached) => list.push(cached.clone()),
+            // Memory has the freshest activity. (The cache is locked per
+            // record, never across the scan, which can be long.)
+            let cached = self.read_cache().by_id.get(record.id.as_str()).cloned();
+            match cached {
+                Some(cached) => list.push(cached),
                 None => list.extend(Session::from_record(&record).map(Arc::new)),
             }
         }
@@ -460,8 +461,7 @@ impl SessionStore {
                 .by_id
                 .get(record.id.as_str())
                 .map_or(record.last_seen, |s| s.last_seen());
-            let idle_end = last_seen.saturating_add(idle.as_millis().min(u64::MAX as u128) as u64);
-            if now >= record.expires_at || now >= idle_end {
+            if now >= record.expires_at || now >= last_seen + idle.as_millis() as u64 {
                 expired.push(record.id);
             } else if record.revoked_at.is_none() {
                 live += 1;
