@@ -1,5 +1,11 @@
-//! The system and access log: slog records formatted as JSON by slog-json,
-//! written by a dedicated thread so a slow sink never blocks a request.
+//! The system and access log: slog records formatted as JSON, written by a
+//! dedicated thread so a slow sink never blocks a request.
+//!
+//! Compact lines (`log.format = "json"`, the one per request) are written by
+//! [`CompactJson`], a thin slog serializer over serde_json that writes each
+//! field straight into the line; indented ones (`pretty`) by slog-json.
+//! Both give the same fields: `msg`, `level`, `timestamp`, then the
+//! record's own.
 //!
 //! Each record is formatted on the thread that logs it, into a reusable
 //! per-thread buffer, and the finished line is appended to a shared queue.
@@ -12,16 +18,17 @@
 //! rather than blocking the request path.
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
-use slog::{o, Drain, Level, Logger, OwnedKVList, Record};
+use slog::{o, Drain, Level, Logger, OwnedKVList, Record, KV};
 
 use crate::config::{LogConfig, LogFormat, LogOutput};
 
@@ -156,11 +163,15 @@ struct FormatAndQueue {
     dropped: IntCounter,
 }
 
-/// A slog-json formatter writing into a buffer the caller can take from.
+/// How records become lines on this thread: a reusable buffer, and for the
+/// pretty format a slog-json formatter writing into it.
 struct Formatter {
     id: usize,
-    json: slog_json::Json<LineBuffer>,
+    pretty: Option<slog_json::Json<LineBuffer>>,
     buffer: Rc<RefCell<Vec<u8>>>,
+    /// The last timestamp written and its millisecond: lines come many per
+    /// millisecond under load, and formatting a date is not free.
+    stamp: RefCell<(u128, String)>,
 }
 
 thread_local! {
@@ -184,22 +195,144 @@ impl Write for LineBuffer {
 impl FormatAndQueue {
     fn formatter(&self) -> Formatter {
         let buffer = Rc::new(RefCell::new(Vec::with_capacity(1024)));
-        let json = slog_json::Json::new(LineBuffer(buffer.clone()))
-            .set_newlines(true)
-            .set_pretty(self.pretty)
-            .add_key_value(o!(
-                "timestamp" => slog::PushFnValue(|_, ser| {
-                    ser.emit(format_args!("{}", humantime::format_rfc3339_millis(SystemTime::now())))
-                }),
-                "level" => slog::FnValue(|record| level_name(record.level())),
-                "msg" => slog::PushFnValue(|record, ser| ser.emit(record.msg())),
-            ))
-            .build();
+        let pretty = self.pretty.then(|| {
+            slog_json::Json::new(LineBuffer(buffer.clone()))
+                .set_newlines(true)
+                .set_pretty(true)
+                .add_key_value(o!(
+                    "timestamp" => slog::PushFnValue(|_, ser| {
+                        ser.emit(format_args!("{}", humantime::format_rfc3339_millis(SystemTime::now())))
+                    }),
+                    "level" => slog::FnValue(|record| level_name(record.level())),
+                    "msg" => slog::PushFnValue(|record, ser| ser.emit(record.msg())),
+                ))
+                .build()
+        });
         Formatter {
             id: self.id,
-            json,
+            pretty,
             buffer,
+            stamp: RefCell::new((0, String::new())),
         }
+    }
+}
+
+impl Formatter {
+    /// Formats one record into the buffer, replacing what was there.
+    fn format(&self, record: &Record, values: &OwnedKVList) -> bool {
+        self.buffer.borrow_mut().clear();
+        if let Some(pretty) = &self.pretty {
+            return pretty.log(record, values).is_ok();
+        }
+        let mut line = self.buffer.borrow_mut();
+        let mut json = CompactJson::new(&mut line);
+        json.field("msg", record.msg());
+        json.field("level", level_name(record.level()));
+        let now = SystemTime::now();
+        let mut stamp = self.stamp.borrow_mut();
+        let ms = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        if stamp.0 != ms || stamp.1.is_empty() {
+            stamp.1.clear();
+            let _ = write!(stamp.1, "{}", humantime::format_rfc3339_millis(now));
+            stamp.0 = ms;
+        }
+        json.value_str("timestamp", &stamp.1);
+        let written = values.serialize(record, &mut json).is_ok()
+            && record.kv().serialize(record, &mut json).is_ok();
+        line.extend_from_slice(b"}\n");
+        written
+    }
+}
+
+/// A slog serializer writing one compact JSON object: serde_json does the
+/// escaping and number formatting, straight into the line, with no
+/// intermediate values.
+struct CompactJson<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> CompactJson<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        CompactJson { out, first: true }
+    }
+
+    fn key(&mut self, key: &str) -> serde_json::Serializer<&mut Vec<u8>> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        let mut json = serde_json::Serializer::new(&mut *self.out);
+        let _ = serde::Serializer::serialize_str(&mut json, key);
+        self.out.push(b':');
+        serde_json::Serializer::new(&mut *self.out)
+    }
+
+    /// A key and its value as a JSON string.
+    fn field(&mut self, key: &str, value: impl std::fmt::Display) {
+        let _ = serde::Serializer::collect_str(&mut self.key(key), &value);
+    }
+
+    fn value_str(&mut self, key: &str, value: &str) {
+        let _ = self.value(key, value);
+    }
+
+    fn value(&mut self, key: &str, value: impl serde::Serialize) -> slog::Result {
+        value
+            .serialize(&mut self.key(key))
+            .map_err(|e| slog::Error::Io(io::Error::other(e)))
+    }
+}
+
+impl slog::Serializer for CompactJson<'_> {
+    fn emit_arguments(&mut self, key: slog::Key, value: &std::fmt::Arguments) -> slog::Result {
+        self.field(key, value);
+        Ok(())
+    }
+
+    fn emit_str(&mut self, key: slog::Key, value: &str) -> slog::Result {
+        self.value(key, value)
+    }
+
+    fn emit_none(&mut self, key: slog::Key) -> slog::Result {
+        self.value(key, ())
+    }
+
+    fn emit_unit(&mut self, key: slog::Key) -> slog::Result {
+        self.value(key, ())
+    }
+
+    fn emit_bool(&mut self, key: slog::Key, value: bool) -> slog::Result {
+        self.value(key, value)
+    }
+
+    fn emit_u16(&mut self, key: slog::Key, value: u16) -> slog::Result {
+        self.value(key, value)
+    }
+
+    fn emit_u32(&mut self, key: slog::Key, value: u32) -> slog::Result {
+        self.value(key, value)
+    }
+
+    fn emit_u64(&mut self, key: slog::Key, value: u64) -> slog::Result {
+        self.value(key, value)
+    }
+
+    fn emit_i64(&mut self, key: slog::Key, value: i64) -> slog::Result {
+        self.value(key, value)
+    }
+
+    fn emit_usize(&mut self, key: slog::Key, value: usize) -> slog::Result {
+        self.value(key, value)
+    }
+
+    fn emit_f64(&mut self, key: slog::Key, value: f64) -> slog::Result {
+        self.value(key, value)
+    }
+
+    fn emit_serde(&mut self, key: slog::Key, value: &dyn slog::SerdeValue) -> slog::Result {
+        self.value(key, value.as_serde())
     }
 }
 
@@ -216,8 +349,7 @@ impl Drain for FormatAndQueue {
             let Some(formatter) = slot.as_mut() else {
                 return;
             };
-            formatter.buffer.borrow_mut().clear();
-            if formatter.json.log(record, values).is_err() {
+            if !formatter.format(record, values) {
                 return;
             }
             let line = formatter.buffer.borrow();
