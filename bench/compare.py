@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release" / "portcullis"
+BARE_BIN = ROOT / "target" / "release" / "examples" / "bare_proxy"
 RESULTS = ROOT / "bench" / "results"
 QUICK = os.environ.get("QUICK") == "1"
 DURATION = int(os.environ.get("DURATION", "3" if QUICK else "8"))
@@ -256,6 +257,11 @@ upstream = "http://127.0.0.1:{UPSTREAM}"
     return proc, headers
 
 
+def bare(port):
+    """actix-web + awc with nothing else: the HTTP stack Portcullis is built on."""
+    return Proc("actix-awc-bare", pinned(PROXY_CPUS, f"{BARE_BIN} {port} {UPSTREAM}")), {}
+
+
 CONTENDERS = {
     "direct": None,
     "nginx": lambda: nginx(18101),
@@ -263,10 +269,11 @@ CONTENDERS = {
     "haproxy-matched": lambda: haproxy(18103, matched=True),
     "caddy": lambda: caddy(18104),
     "portcullis": lambda: portcullis(18105),
+    "actix-awc-bare": lambda: bare(18107),
     "portcullis-full": lambda: portcullis(18106, full=True),
 }
 PORTS = {"direct": UPSTREAM, "nginx": 18101, "haproxy": 18102, "haproxy-matched": 18103,
-         "caddy": 18104, "portcullis": 18105, "portcullis-full": 18106}
+         "caddy": 18104, "portcullis": 18105, "actix-awc-bare": 18107, "portcullis-full": 18106}
 
 
 def wrk(port, conns, headers, path="/small", keepalive=True):

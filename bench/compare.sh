@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Side-by-side proxy benchmark: Portcullis (plain and full pipeline) against
-# nginx, HAProxy and Caddy in front of the same upstream, on this machine.
+# nginx, HAProxy and Caddy in front of the same upstream, on this machine,
+# and against a bare actix-web + awc proxy (examples/bare_proxy.rs), the
+# ceiling of the HTTP stack Portcullis is built on.
 #
-#   bash bench/compare.sh              # full run (about 25 minutes on 2 cores)
+#   bash bench/compare.sh              # full run (about 50 minutes on 2 cores)
 #   QUICK=1 bash bench/compare.sh      # one short round, to try the setup
 #
 # Installs what it needs (wrk, nginx, haproxy, caddy from Debian; oha from
@@ -33,5 +35,5 @@ if ! command -v oha >/dev/null 2>&1; then
     cargo install --quiet --locked oha
 fi
 
-cargo build --release --quiet
+cargo build --release --quiet --bin portcullis --example bare_proxy
 exec python3 bench/compare.py "$@"
