@@ -154,7 +154,7 @@ impl<D: Drain<Ok = (), Err = slog::Never>> Drain for RuntimeLevel<D> {
     }
 }
 
-/// Formats a record with slog-json on the calling thread and queues the line.
+/// Formats a record on the calling thread and queues the line.
 struct FormatAndQueue {
     /// Tells this logger's per-thread formatter from another's (tests, benches).
     id: usize,
@@ -228,19 +228,24 @@ impl Formatter {
         let mut json = CompactJson::new(&mut line);
         json.field("msg", record.msg());
         json.field("level", level_name(record.level()));
-        let now = SystemTime::now();
-        let mut stamp = self.stamp.borrow_mut();
-        let ms = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        if stamp.0 != ms || stamp.1.is_empty() {
-            stamp.1.clear();
-            let _ = write!(stamp.1, "{}", humantime::format_rfc3339_millis(now));
-            stamp.0 = ms;
-        }
-        json.value_str("timestamp", &stamp.1);
+        json.value_str("timestamp", &self.timestamp());
         let written = values.serialize(record, &mut json).is_ok()
             && record.kv().serialize(record, &mut json).is_ok();
         line.extend_from_slice(b"}\n");
         written
+    }
+
+    /// Now in RFC 3339 with milliseconds, formatted at most once per millisecond.
+    fn timestamp(&self) -> std::cell::Ref<'_, str> {
+        let now = SystemTime::now();
+        let ms = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        if self.stamp.borrow().0 != ms || self.stamp.borrow().1.is_empty() {
+            let mut stamp = self.stamp.borrow_mut();
+            stamp.1.clear();
+            let _ = write!(stamp.1, "{}", humantime::format_rfc3339_millis(now));
+            stamp.0 = ms;
+        }
+        std::cell::Ref::map(self.stamp.borrow(), |(_, text)| text.as_str())
     }
 }
 
