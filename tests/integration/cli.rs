@@ -121,6 +121,7 @@ fn check_lists_every_problem_with_its_key_path() {
         .server("listen = \"127.0.0.1:18080\"")
         .server("max_body_bytes = 0")
         .admin("lisen = \"127.0.0.1:9\"")
+        .storage("session_cache = 0")
         .route(route("a", "/a/*", "http://127.0.0.1:9000"))
         .route(route("b", "/b/*", "htp://x"))
         .route(route("a", "/c/*", "http://127.0.0.1:9000"))
@@ -133,6 +134,7 @@ fn check_lists_every_problem_with_its_key_path() {
         &[
             "server.max_body_bytes: must be greater than zero",
             "admin.lisen: unknown key",
+            "storage.session_cache: must be at least 1",
             "routes[1].upstream: \"htp://x\" is not an http(s) URL",
             "routes[2].id: \"a\" is already used by another route",
             "routes[3].methods[1]: \"FETCH\" is not an HTTP method",
