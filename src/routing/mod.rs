@@ -116,6 +116,17 @@ impl PathPattern {
     }
 }
 
+/// The parameterised routes of one segment count. Indexed by the first
+/// segment, so a path is only tried against the few routes that can match
+/// it, however many there are. Each list is most literal first, ties in
+/// declaration order.
+#[derive(Debug, Default)]
+struct ParamGroup {
+    by_first: HashMap<String, Vec<usize>>,
+    /// Routes whose first segment is itself a parameter.
+    leading_param: Vec<usize>,
+}
+
 /// Why no route took a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteMiss {
@@ -129,8 +140,8 @@ pub enum RouteMiss {
 pub struct RouteTable {
     routes: Vec<Route>,
     exact: HashMap<String, Vec<usize>>,
-    /// Parameterised routes grouped by segment count, most literal first.
-    params: HashMap<usize, Vec<usize>>,
+    /// Parameterised routes by segment count, then by first segment.
+    params: HashMap<usize, ParamGroup>,
     /// Prefix routes keyed by their literal prefix without the trailing `/`.
     prefixes: HashMap<String, Vec<usize>>,
 }
@@ -148,11 +159,13 @@ impl RouteTable {
                     .or_default()
                     .push(index);
             } else if pattern.has_params() {
-                table
-                    .params
-                    .entry(pattern.segments.len())
-                    .or_default()
-                    .push(index);
+                let group = table.params.entry(pattern.segments.len()).or_default();
+                match &pattern.segments[0] {
+                    Segment::Literal(first) => {
+                        group.by_first.entry(first.clone()).or_default().push(index)
+                    }
+                    Segment::Param => group.leading_param.push(index),
+                }
             } else {
                 let mut key = pattern.literal_prefix();
                 if key.is_empty() {
@@ -161,9 +174,15 @@ impl RouteTable {
                 table.exact.entry(key).or_default().push(index);
             }
         }
-        for group in table.params.values_mut() {
+        let lists = table.params.values_mut().flat_map(|group| {
+            group
+                .by_first
+                .values_mut()
+                .chain(std::iter::once(&mut group.leading_param))
+        });
+        for list in lists {
             // Stable sort keeps declaration order among equally specific routes.
-            group.sort_by_key(|&i| std::cmp::Reverse(routes[i].pattern.literal_count()));
+            list.sort_by_key(|&i| std::cmp::Reverse(routes[i].pattern.literal_count()));
         }
         table.routes = routes;
         table
@@ -195,19 +214,37 @@ impl RouteTable {
     /// Routes whose path matches, most specific first.
     fn candidates<'a>(&'a self, path: &'a str) -> impl Iterator<Item = usize> + 'a {
         let exact = self.exact.get(path).into_iter().flatten().copied();
-        let segment_count = path[1..].split('/').count();
+        let mut segments = path[1..].split('/');
+        let first = segments.next().unwrap_or_default();
+        let group = self.params.get(&(1 + segments.count()));
+        let named = group.and_then(|g| g.by_first.get(first));
         let params = self
-            .params
-            .get(&segment_count)
-            .into_iter()
-            .flatten()
-            .copied()
+            .most_specific_first(
+                named.map_or(&[][..], Vec::as_slice),
+                group.map_or(&[][..], |g| g.leading_param.as_slice()),
+            )
             .filter(move |&i| self.routes[i].pattern.matches_segments(path));
         let prefixes = ancestors(path)
             .filter_map(|prefix| self.prefixes.get(prefix))
             .flatten()
             .copied();
         exact.chain(params).chain(prefixes)
+    }
+
+    /// Two lists of route indices, each most literal first, merged in the
+    /// same order.
+    fn most_specific_first<'a>(
+        &'a self,
+        a: &'a [usize],
+        b: &'a [usize],
+    ) -> impl Iterator<Item = usize> + 'a {
+        let rank = |i: usize| (std::cmp::Reverse(self.routes[i].pattern.literal_count()), i);
+        let (mut a, mut b) = (a.iter().copied().peekable(), b.iter().copied().peekable());
+        std::iter::from_fn(move || match (a.peek(), b.peek()) {
+            (Some(&x), Some(&y)) if rank(y) < rank(x) => b.next(),
+            (Some(_), _) => a.next(),
+            (None, _) => b.next(),
+        })
     }
 
     fn allow_header(&self, indices: &[usize]) -> String {
@@ -322,6 +359,38 @@ mod tests {
             route("rest", "/*", Some(&["POST"])),
         ]);
         assert_eq!(id(&t, "/items", Method::POST), Ok("rest"));
+    }
+
+    #[test]
+    fn leading_parameters_compete_with_literal_first_segments_by_specificity() {
+        let t = table(vec![
+            route("two-params", "/{a}/{b}/x", None),
+            route("tenant-items", "/{tenant}/items/{id}", None),
+            route("user-items", "/users/items/{id}", None),
+            route("user-any", "/users/{kind}/{id}", None),
+        ]);
+        // Two literals beat one, wherever the parameter is.
+        assert_eq!(id(&t, "/users/items/1", Method::GET), Ok("user-items"));
+        // One literal each: the first declared wins.
+        assert_eq!(id(&t, "/acme/items/1", Method::GET), Ok("tenant-items"));
+        assert_eq!(id(&t, "/users/teams/1", Method::GET), Ok("user-any"));
+        assert_eq!(id(&t, "/a/b/x", Method::GET), Ok("two-params"));
+        // Method fall-through crosses the two kinds, in specificity order.
+        let t = table(vec![
+            route("any-posts", "/{who}/posts/{id}", Some(&["POST"])),
+            route("user-posts", "/users/posts/{id}", Some(&["GET"])),
+        ]);
+        assert_eq!(id(&t, "/users/posts/1", Method::GET), Ok("user-posts"));
+        assert_eq!(id(&t, "/users/posts/1", Method::POST), Ok("any-posts"));
+        assert_eq!(
+            id(&t, "/users/posts/1", Method::DELETE),
+            Err(RouteMiss::MethodNotAllowed("GET, POST".into()))
+        );
+        let t = table(vec![route("tenant", "/{tenant}/items", Some(&["PUT"]))]);
+        assert_eq!(
+            id(&t, "/acme/items", Method::GET),
+            Err(RouteMiss::MethodNotAllowed("PUT".into()))
+        );
     }
 
     #[test]
