@@ -175,6 +175,12 @@ impl Cache {
     }
 }
 
+/// A session read from sled, and the epoch it was read in.
+struct Loaded {
+    session: Session,
+    epoch: u64,
+}
+
 /// Every session in sled, the most recently active in memory.
 pub(super) struct SessionStore {
     storage: Storage,
@@ -214,25 +220,43 @@ impl SessionStore {
             return Ok(Some(session.clone()));
         }
         loop {
-            let epoch = self.epoch.load(Ordering::Acquire);
-            let Some(session) = self.records.get(id)?.and_then(|r| Session::from_record(&r)) else {
+            let Some(loaded) = self.load(id)? else {
                 return Ok(None);
             };
-            let mut cache = self.write_cache();
-            if self.epoch.load(Ordering::Acquire) != epoch {
-                continue; // changed while we read: read again
+            if let Some(session) = self.admit(loaded) {
+                return Ok(Some(session));
             }
-            // Another request may have loaded it meanwhile: share that one.
-            let session = cache
-                .by_id
-                .entry(session.id.clone())
-                .or_insert_with(|| Arc::new(session))
-                .clone();
-            if cache.by_id.len() > cache.capacity {
-                cache.evict();
-            }
-            return Ok(Some(session));
+            // Changed while we read: read again.
         }
+    }
+
+    /// Reads a session from sled, noting the epoch it was read in.
+    fn load(&self, id: &str) -> sled::Result<Option<Loaded>> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        Ok(self
+            .records
+            .get(id)?
+            .and_then(|r| Session::from_record(&r))
+            .map(|session| Loaded { session, epoch }))
+    }
+
+    /// Holds a loaded session in memory, unless a change to stored sessions
+    /// happened since it was read (`None`: read it again).
+    fn admit(&self, loaded: Loaded) -> Option<Arc<Session>> {
+        let mut cache = self.write_cache();
+        if self.epoch.load(Ordering::Acquire) != loaded.epoch {
+            return None;
+        }
+        // Another request may have loaded it meanwhile: share that one.
+        let session = cache
+            .by_id
+            .entry(loaded.session.id.clone())
+            .or_insert_with(|| Arc::new(loaded.session))
+            .clone();
+        if cache.by_id.len() > cache.capacity {
+            cache.evict();
+        }
+        Some(session)
     }
 
     /// Stores a new session, durably, and holds it in memory.
@@ -580,6 +604,24 @@ mod tests {
         store.touch(&rotated, now + 120_000, Duration::ZERO);
         store.persist_activity(false).unwrap();
         assert_eq!(stored().last_seen, now + 60_000);
+    }
+
+    #[actix_web::test]
+    async fn a_revocation_is_never_undone_by_a_concurrent_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_storage, store) = open(dir.path(), 1);
+        let (session, token) = issue(&store, "alice", HOUR).await;
+        issue(&store, "bob", HOUR).await; // evicts alice's
+                                          // A request reads alice's session from storage; before it is held
+                                          // in memory, the session is revoked.
+        let stale = store.load(&session.id).unwrap().unwrap();
+        assert!(stale.session.revoked_at().is_none());
+        assert_eq!(store.revoke(&[session.id.to_string()]).await.unwrap(), 1);
+        assert!(
+            store.admit(stale).is_none(),
+            "a stale read must be read again"
+        );
+        assert!(lookup(&store, &token).unwrap().revoked_at().is_some());
     }
 
     #[actix_web::test]
