@@ -109,7 +109,12 @@ impl Session {
     }
 
     pub(super) fn is_expired(&self, now: u64, idle: Duration) -> bool {
-        now >= self.expires_at || now >= self.idle_expires_at(idle)
+        is_over(now, self.expires_at, self.last_seen(), idle)
+    }
+
+    /// Whether `record` still holds this session's token (no rotation since).
+    fn holds_token_of(&self, record: &SessionRecord) -> bool {
+        record.token_hash == token::to_hex(&self.token_hash)
     }
 
     /// Whether `hash` is this session's current token.
@@ -142,6 +147,11 @@ impl Session {
             "revoked": self.revoked_at().is_some(),
         })
     }
+}
+
+/// Whether a session is over: past its absolute end, or idle too long.
+fn is_over(now: u64, expires_at: u64, last_seen: u64, idle: Duration) -> bool {
+    now >= expires_at || now >= last_seen + idle.as_millis() as u64
 }
 
 /// The sessions held in memory, by id.
@@ -304,9 +314,7 @@ impl SessionStore {
             let Some(stored) = self.records.get(&session.id)? else {
                 return Ok(None);
             };
-            if stored.revoked_at.is_some()
-                || stored.token_hash != token::to_hex(&session.token_hash)
-            {
+            if stored.revoked_at.is_some() || !session.holds_token_of(&stored) {
                 return Ok(None);
             }
             self.records.put(&rotated.id, &rotated.to_record())?;
@@ -322,14 +330,29 @@ impl SessionStore {
     /// The ids of a user's stored sessions (a scan of every record: only
     /// account changes need it).
     pub fn ids_of(&self, user: &str) -> sled::Result<Vec<String>> {
-        let mut ids = Vec::new();
-        for record in self.records.iter() {
-            let record = record?;
-            if record.user == user {
-                ids.push(record.id);
-            }
-        }
-        Ok(ids)
+        self.records_of(Some(user))
+            .map(|record| record.map(|r| r.id))
+            .collect()
+    }
+
+    /// Every stored record, or one user's.
+    fn records_of<'a>(
+        &'a self,
+        user: Option<&'a str>,
+    ) -> impl Iterator<Item = sled::Result<SessionRecord>> + 'a {
+        self.records.iter().filter(move |record| {
+            record
+                .as_ref()
+                .map_or(true, |r| user.is_none_or(|u| u == r.user))
+        })
+    }
+
+    /// A stored session as it stands: the copy in memory, which has the
+    /// freshest activity, or else the record. (The cache is locked per
+    /// record, never across a scan, which can be long.)
+    fn freshest(&self, record: &SessionRecord) -> Option<Arc<Session>> {
+        let cached = self.read_cache().by_id.get(record.id.as_str()).cloned();
+        cached.or_else(|| Session::from_record(record).map(Arc::new))
     }
 
     /// Marks sessions revoked, durably; returns how many were live.
@@ -363,18 +386,8 @@ impl SessionStore {
     /// Every stored session, optionally only one user's, oldest first.
     pub fn list(&self, user: Option<&str>) -> sled::Result<Vec<Arc<Session>>> {
         let mut list = Vec::new();
-        for record in self.records.iter() {
-            let record = record?;
-            if user.is_some_and(|u| u != record.user) {
-                continue;
-            }
-            // Memory has the freshest activity. (The cache is locked per
-            // record, never across the scan, which can be long.)
-            let cached = self.read_cache().by_id.get(record.id.as_str()).cloned();
-            match cached {
-                Some(cached) => list.push(cached),
-                None => list.extend(Session::from_record(&record).map(Arc::new)),
-            }
+        for record in self.records_of(user) {
+            list.extend(self.freshest(&record?));
         }
         list.sort_by_key(|s| s.created_at);
         Ok(list)
@@ -425,9 +438,7 @@ impl SessionStore {
                 let Some(mut record) = self.records.get(&session.id)? else {
                     continue;
                 };
-                if record.token_hash == token::to_hex(&session.token_hash)
-                    && record.last_seen < session.last_seen()
-                {
+                if session.holds_token_of(&record) && record.last_seen < session.last_seen() {
                     record.last_seen = session.last_seen();
                     self.records.put(&session.id, &record)?;
                 }
@@ -446,15 +457,13 @@ impl SessionStore {
             let mut gone = Vec::new();
             for id in chunk {
                 // Checked again under the lock with the freshest activity.
-                let Some(stored) = self.records.get(id)?.and_then(|r| Session::from_record(&r))
-                else {
+                let Some(record) = self.records.get(id)? else {
                     continue;
                 };
-                let cached = self.read_cache().by_id.get(id.as_str()).cloned();
-                if cached.is_some_and(|c| !c.is_expired(now, idle)) {
-                    continue;
-                }
-                if stored.is_expired(now, idle) {
+                if self
+                    .freshest(&record)
+                    .is_none_or(|s| s.is_expired(now, idle))
+                {
                     self.records.delete(id)?;
                     gone.push(id);
                 }
@@ -485,7 +494,7 @@ impl SessionStore {
                 .by_id
                 .get(record.id.as_str())
                 .map_or(record.last_seen, |s| s.last_seen());
-            if now >= record.expires_at || now >= last_seen + idle.as_millis() as u64 {
+            if is_over(now, record.expires_at, last_seen, idle) {
                 expired.push(record.id);
             } else if record.revoked_at.is_none() {
                 live += 1;

@@ -289,6 +289,20 @@ fn positive(
     }
 }
 
+/// A count that must be at least 1, or `default` when unset.
+fn at_least_one<T: Copy + PartialEq + From<u8>>(
+    errors: &mut Errors,
+    path: &str,
+    value: Option<T>,
+    default: T,
+) -> T {
+    if value == Some(T::from(0)) {
+        errors.push(path, "must be at least 1");
+        return default;
+    }
+    value.unwrap_or(default)
+}
+
 fn socket_addr(text: &str) -> Result<SocketAddr, String> {
     text.parse()
         .map_err(|_| format!("{text:?} is not a socket address (ip:port, e.g. \"127.0.0.1:8080\")"))
@@ -539,26 +553,15 @@ fn login_config(e: &mut Errors, raw: RawLogin) -> LoginConfig {
         max_failures_per_ip,
         failure_window,
     } = raw;
-    let mut at_least_one = |key: &str, value: Option<u64>, default: u64| match value {
-        Some(0) => {
-            e.push(key, "must be at least 1");
-            default
-        }
-        Some(n) => n,
-        None => default,
-    };
     LoginConfig {
-        min_password_length: at_least_one(
-            "login.min_password_length",
-            min_password_length.map(|n| n as u64),
-            12,
-        ) as usize,
+        min_password_length: at_least_one(e, "login.min_password_length", min_password_length, 12),
         max_failures_per_user: at_least_one(
+            e,
             "login.max_failures_per_user",
             max_failures_per_user,
             5,
         ),
-        max_failures_per_ip: at_least_one("login.max_failures_per_ip", max_failures_per_ip, 20),
+        max_failures_per_ip: at_least_one(e, "login.max_failures_per_ip", max_failures_per_ip, 20),
         failure_window: positive(
             e,
             "login.failure_window",
@@ -631,14 +634,12 @@ fn server_config(e: &mut Errors, raw: RawServer) -> ServerConfig {
         }
         Some(n) => n,
     };
-    let workers = match workers {
-        Some(0) => {
-            e.push("server.workers", "must be at least 1");
-            1
-        }
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let workers = at_least_one(
+        e,
+        "server.workers",
+        workers,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
     ServerConfig {
         listen,
         tls,
@@ -687,14 +688,7 @@ fn upstream_config(e: &mut Errors, raw: RawUpstream) -> UpstreamConfig {
         idle_timeout,
     } = raw;
     UpstreamConfig {
-        max_connections: match max_connections {
-            Some(0) => {
-                e.push("upstream.max_connections", "must be at least 1");
-                1
-            }
-            Some(n) => n,
-            None => 256,
-        },
+        max_connections: at_least_one(e, "upstream.max_connections", max_connections, 256),
         connect_timeout: positive(
             e,
             "upstream.connect_timeout",
@@ -728,14 +722,7 @@ fn storage_config(e: &mut Errors, raw: RawStorage) -> StorageConfig {
             None => "./portcullis-data".into(),
         },
         cache_capacity: cache_capacity.map_or(16 * 1024 * 1024, |s| s.0),
-        session_cache: match session_cache {
-            Some(0) => {
-                e.push("storage.session_cache", "must be at least 1");
-                1
-            }
-            Some(n) => n,
-            None => 50_000,
-        },
+        session_cache: at_least_one(e, "storage.session_cache", session_cache, 50_000),
         flush_interval: positive(
             e,
             "storage.flush_interval",
@@ -795,14 +782,7 @@ fn log_config(e: &mut Errors, raw: RawLog, profile: Profile) -> LogConfig {
         }
         Some(path) => LogOutput::File(path.into()),
     };
-    let buffer = match buffer {
-        Some(0) => {
-            e.push("log.buffer", "must be at least 1");
-            1
-        }
-        Some(n) => n,
-        None => 65_536,
-    };
+    let buffer = at_least_one(e, "log.buffer", buffer, 65_536);
     LogConfig {
         level,
         format,
