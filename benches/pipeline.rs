@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::http::{Method, StatusCode};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 use portcullis::auth::Auth;
 use portcullis::config::{self, Config, ConfigSource};
 use portcullis::pipeline::{write_access_line, RequestCtx, Runtime};
-use portcullis::ratelimit::CounterStore;
+use portcullis::ratelimit::{CounterStore, COUNTER_TREE};
 use portcullis::routing::RouteTable;
 use portcullis::storage::Storage;
 use portcullis::telemetry::{Logging, Metrics};
@@ -66,7 +66,7 @@ fn session_validation(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), 1);
     let storage = Storage::open(&config.storage).unwrap();
-    let auth = Auth::open(&storage, 1000).unwrap();
+    let auth = Auth::open(&storage, &config, &Metrics::new()).unwrap();
     let token = actix_web::rt::System::new().block_on(async {
         auth.add_user(
             "bench",
@@ -77,7 +77,7 @@ fn session_validation(c: &mut Criterion) {
         )
         .await
         .unwrap();
-        auth.issue("bench", Duration::from_secs(3600))
+        auth.issue_for("bench", Duration::from_secs(3600))
             .await
             .unwrap()
             .token
@@ -94,7 +94,8 @@ fn rate_limit_decision(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), 1);
     let storage = Storage::open(&config.storage).unwrap();
-    let counters = CounterStore::open(&storage).unwrap();
+    let evictions = Metrics::new().counter_evictions("rate_limit");
+    let counters = CounterStore::open(&storage, COUNTER_TREE, 1000, evictions).unwrap();
     let window = Duration::from_secs(60);
     c.bench_function("rate_limit_acquire", |b| {
         b.iter(|| {
@@ -116,24 +117,11 @@ fn access_log_line(c: &mut Criterion) {
         .uri("/svc0/users/42?page=2&token=secret")
         .insert_header(("user-agent", "bench/1.0"))
         .to_http_request();
-    let ctx = RequestCtx {
-        started: Instant::now(),
-        req,
-        request_id: "0123456789abcdef0123456789abcdef".into(),
-        peer_ip: "127.0.0.1".parse().unwrap(),
-        peer_trusted: false,
-        client_ip: "127.0.0.1".parse().unwrap(),
-        runtime,
-        route: Some(0),
-        upstream_time: Some(Duration::from_micros(420)),
-        bytes_in: 0,
-        error: None,
-        upstream_failure: None,
-        principal: None,
-        auth: "public",
-        set_cookie: None,
-        rate_limit: Default::default(),
-    };
+    let mut ctx = RequestCtx::new(&req, runtime);
+    ctx.request_id = "0123456789abcdef0123456789abcdef".into();
+    ctx.route = Some(0);
+    ctx.upstream_time = Some(Duration::from_micros(420));
+    ctx.auth = "public";
     c.bench_function("access_log_line", |b| {
         b.iter(|| {
             write_access_line(

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use portcullis::auth::{token, Auth};
 use portcullis::config::{self, ConfigSource};
-use portcullis::ratelimit::CounterStore;
+use portcullis::ratelimit::{CounterStore, COUNTER_TREE};
 use portcullis::storage::{now_ms, SessionRecord, Storage, SCHEMA_VERSION};
+use portcullis::telemetry::Metrics;
 use rand::Rng;
 
 fn main() {
@@ -65,7 +66,7 @@ fn scenario(kind: &str, n: usize) {
     let (rss, disk) = match kind {
         "sessions" => {
             let storage = Storage::open(&config.storage).unwrap();
-            let tokens = seed_sessions(&storage, n);
+            let tokens = seed_sessions(&storage, &config, n);
             storage.flush().unwrap();
             drop(storage);
             std::fs::write(dir.path().join("tokens"), tokens.join("\n") + "\n").unwrap();
@@ -89,7 +90,9 @@ fn scenario(kind: &str, n: usize) {
         }
         "counters" => {
             let storage = Storage::open(&config.storage).unwrap();
-            let counters = CounterStore::open(&storage).unwrap();
+            // Room for every key: this measures memory at scale, not eviction.
+            let evictions = Metrics::new().counter_evictions("rate_limit");
+            let counters = CounterStore::open(&storage, COUNTER_TREE, n, evictions).unwrap();
             let window = Duration::from_secs(3600);
             let key = |i: usize| {
                 format!(
@@ -136,7 +139,7 @@ fn measure_sessions(dir: &Path, n: usize) {
     let config = config::load(&ConfigSource::File(file)).unwrap();
     let sample = sample_tokens(&dir.join("tokens"), n, 20_000);
     let storage = Storage::open(&config.storage).unwrap();
-    let auth = Auth::open(&storage, config.storage.session_cache).unwrap();
+    let auth = Auth::open(&storage, &config, &Metrics::new()).unwrap();
     eprintln!("sessions: {:.1} MiB after opening", rss_mib());
     let validate = |token: &str| {
         let t = Instant::now();
@@ -190,9 +193,9 @@ fn sample_tokens(path: &Path, n: usize, count: usize) -> Vec<String> {
 
 /// Writes `n` sessions of one user straight to storage, as a long-running
 /// gateway would have; returns their tokens.
-fn seed_sessions(storage: &Storage, n: usize) -> Vec<String> {
+fn seed_sessions(storage: &Storage, config: &config::Config, n: usize) -> Vec<String> {
     actix_web::rt::System::new().block_on(async {
-        Auth::open(storage, 1)
+        Auth::open(storage, config, &Metrics::new())
             .unwrap()
             .add_user(
                 "scale",
@@ -214,9 +217,11 @@ fn seed_sessions(storage: &Storage, n: usize) -> Vec<String> {
                 v: SCHEMA_VERSION,
                 id: id.clone(),
                 user: "scale".into(),
+                user_generation: 0,
                 token_hash: token::to_hex(&hash),
                 previous_token_hash: None,
                 previous_valid_until: 0,
+                retired_token_hashes: Vec::new(),
                 created_at: now,
                 token_issued_at: now,
                 last_seen: now,

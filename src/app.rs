@@ -15,23 +15,10 @@ use crate::auth::Auth;
 use crate::config::{self, Config, ConfigError, ConfigSource, TlsFiles};
 use crate::pipeline::{self, Runtime};
 use crate::proxy::{self, UpstreamClient};
-use crate::ratelimit::CounterStore;
+use crate::ratelimit::{CounterStore, COUNTER_TREE};
+use crate::state::AppState;
 use crate::storage::Storage;
 use crate::telemetry::{LogBridge, Logging, Metrics};
-
-/// State shared by every worker of both listeners.
-pub struct AppState {
-    /// The serving configuration, replaced whole on reload.
-    pub runtime: ArcSwap<Runtime>,
-    pub metrics: Metrics,
-    pub logging: Logging,
-    pub storage: Storage,
-    pub auth: Auth,
-    /// Sliding-window counters (login throttling, rate limits).
-    pub counters: CounterStore,
-    /// Set once shutdown begins, so `/readyz` turns away new traffic.
-    pub draining: AtomicBool,
-}
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +53,14 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     }
     install_panic_hook(logger.clone());
     let storage = Storage::open(&config.storage)?;
-    let auth = Auth::open(&storage, config.storage.session_cache).map_err(StartupError::State)?;
-    let counters = CounterStore::open(&storage).map_err(StartupError::State)?;
+    let auth = Auth::open(&storage, &config, &metrics).map_err(StartupError::State)?;
+    let counters = CounterStore::open(
+        &storage,
+        COUNTER_TREE,
+        config.storage.rate_limit_keys,
+        metrics.counter_evictions("rate_limit"),
+    )
+    .map_err(StartupError::State)?;
     let server_tls = config
         .server
         .tls
@@ -275,6 +268,14 @@ fn upkeep(state: &AppState, round: Upkeep) {
     if let Err(err) = state.counters.persist(round.sweep) {
         error!(logger, "writing rate-limit counters failed"; "error" => err.to_string());
     }
+    if let Err(err) = state.auth.throttle.persist(round.sweep) {
+        error!(logger, "writing login-throttle counters failed"; "error" => err.to_string());
+    }
+    let keys = &state.metrics.counter_keys;
+    keys.with_label_values(&["rate_limit"])
+        .set(state.counters.len() as i64);
+    keys.with_label_values(&["login_throttle"])
+        .set(state.auth.throttle.len() as i64);
 }
 
 /// Loads the configuration again and swaps it in, or keeps the running one
@@ -348,9 +349,15 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         "storage",
         old.storage.path != new.storage.path
             || old.storage.cache_capacity != new.storage.cache_capacity
-            || old.storage.session_cache != new.storage.session_cache,
+            || old.storage.session_cache != new.storage.session_cache
+            || old.storage.rate_limit_keys != new.storage.rate_limit_keys
+            || old.storage.login_throttle_keys != new.storage.login_throttle_keys,
     );
     check("upstream", old.upstream != new.upstream);
+    check(
+        "login.max_concurrent_hashes",
+        old.login.max_concurrent_hashes != new.login.max_concurrent_hashes,
+    );
     check(
         "log.output/format",
         old.log.output != new.log.output || old.log.format != new.log.format,

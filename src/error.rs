@@ -63,6 +63,17 @@ pub enum GatewayError {
     BadGateway(UpstreamFailure),
     #[error("the service is not available")]
     ServiceUnavailable,
+    /// Every password-checking slot stayed busy for the whole wait.
+    #[error("the gateway is too busy to check passwords right now; retry shortly")]
+    Busy,
+    /// Storage refused a write. `applied`: the change holds on this gateway
+    /// anyway (revocations, logouts); otherwise nothing was changed.
+    #[error("{}", if *applied {
+        "done on this gateway, but storage is failing: the change was not saved and is lost if the gateway restarts before storage recovers"
+    } else {
+        "storage is failing: nothing was changed; retry later"
+    })]
+    StorageFailed { applied: bool },
     #[error("the upstream service did not answer in time")]
     GatewayTimeout,
 }
@@ -113,6 +124,8 @@ impl GatewayError {
             GatewayError::Internal => "internal_error",
             GatewayError::BadGateway(_) => "bad_gateway",
             GatewayError::ServiceUnavailable => "service_unavailable",
+            GatewayError::Busy => "busy",
+            GatewayError::StorageFailed { .. } => "storage_unavailable",
             GatewayError::GatewayTimeout => "gateway_timeout",
         }
     }
@@ -137,7 +150,9 @@ impl GatewayError {
             GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            GatewayError::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::ServiceUnavailable
+            | GatewayError::Busy
+            | GatewayError::StorageFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -189,6 +204,12 @@ impl GatewayError {
             GatewayError::RateLimited { retry_after, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
+            GatewayError::Busy => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            GatewayError::StorageFailed { applied: false } => {
+                response.insert_header((header::RETRY_AFTER, "10"));
+            }
             GatewayError::LoginRequired { location } => {
                 if let Ok(value) = HeaderValue::from_str(location) {
                     response.insert_header((header::LOCATION, value));
@@ -205,6 +226,18 @@ impl GatewayError {
             response.insert_header((header::CACHE_CONTROL, "no-store"));
         }
         response.body(serde_json::to_string(&body).unwrap_or_default())
+    }
+}
+
+impl From<crate::proxy::BodyFailure> for GatewayError {
+    fn from(failure: crate::proxy::BodyFailure) -> Self {
+        match failure {
+            crate::proxy::BodyFailure::TooLarge => GatewayError::PayloadTooLarge,
+            crate::proxy::BodyFailure::Timeout => GatewayError::BodyTimeout,
+            crate::proxy::BodyFailure::Client => {
+                GatewayError::BadRequest("the request body was malformed or cut short".into())
+            }
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! Portcullis: a single-node API gateway.
 //!
-//! The request path, in order: [`pipeline`] (admission, [`routing`], later
-//! authentication and rate limiting) → [`proxy`]. Around it: [`config`],
-//! [`telemetry`] (logs and metrics), [`storage`] (sled), [`admin`] and [`app`]
-//! (listeners, signals, reload).
+//! The request path, in order: [`pipeline`] (admission, [`routing`],
+//! [`auth`], [`ratelimit`]) → [`proxy`]. Around it: [`config`], [`telemetry`]
+//! (logs and metrics), [`storage`] (sled), [`state`] (what every worker
+//! shares), [`admin`] and [`app`] (listeners, signals, reload).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -16,5 +16,6 @@ pub mod pipeline;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routing;
+pub mod state;
 pub mod storage;
 pub mod telemetry;

@@ -13,9 +13,9 @@ use serde::Deserialize;
 use slog::info;
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
 use crate::auth::{rfc3339, AccountError};
 use crate::error::GatewayError;
+use crate::state::AppState;
 
 /// Registers the API routes under `/admin/api`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -74,23 +74,6 @@ fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), GatewayError> {
     same.then_some(()).ok_or(GatewayError::Unauthorized)
 }
 
-impl From<AccountError> for GatewayError {
-    fn from(err: AccountError) -> Self {
-        match err {
-            AccountError::UserExists(_) | AccountError::UserDisabled(_) => {
-                GatewayError::Conflict(err.to_string())
-            }
-            AccountError::NoSuchUser(_) | AccountError::NoSuchSession(_) => {
-                GatewayError::NoSuchResource(err.to_string())
-            }
-            AccountError::PasswordTooShort(_)
-            | AccountError::InvalidUsername(_)
-            | AccountError::InvalidName(_) => GatewayError::BadRequest(err.to_string().into()),
-            AccountError::Storage(_) | AccountError::Hashing => GatewayError::ServiceUnavailable,
-        }
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IssueSession {
@@ -105,16 +88,10 @@ async fn issue_session(
     let session_config = state.runtime.load().config.session.clone();
     let ttl = match &body.ttl {
         None => session_config.max_lifetime,
-        Some(text) => humantime::parse_duration(text)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                GatewayError::BadRequest(
-                    format!("ttl: {text:?} is not a duration such as \"1h\"").into(),
-                )
-            })?,
+        Some(text) => parse_ttl(text)
+            .map_err(|problem| GatewayError::BadRequest(format!("ttl: {problem}").into()))?,
     };
-    let issued = state.auth.issue(&body.user, ttl).await?;
+    let issued = state.auth.issue_for(&body.user, ttl).await?;
     info!(state.logging.logger, "admin: session issued"; "user" => &body.user, "session_id" => &*issued.session.id);
     Ok(HttpResponse::Created()
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -311,9 +288,10 @@ async fn reset_rate_limit(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Parses a `--ttl`/`ttl` value.
-pub fn parse_ttl(text: &str) -> Option<Duration> {
-    humantime::parse_duration(text)
-        .ok()
-        .filter(|d| !d.is_zero())
+/// Parses a session's `--ttl`/`ttl`: a positive duration of at most ten years.
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+    match crate::config::parse_duration(text)? {
+        d if d.is_zero() => Err(format!("{text:?} must be longer than zero")),
+        d => Ok(d),
+    }
 }

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::error::GatewayError;
+use crate::state::AppState;
 
 /// Registers the admin routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {

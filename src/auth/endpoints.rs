@@ -6,14 +6,19 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::{clear_cookie, csrf, rfc3339, session_cookie, session_cookie_value, Rejection};
-use crate::app::AppState;
+use super::{
+    clear_cookie, csrf, rfc3339, session_cookie, session_cookie_value, valid_username,
+    AccountError, Rejection,
+};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::pipeline::RequestCtx;
+use crate::proxy::read_body;
+use crate::ratelimit::AddressKey;
+use crate::state::AppState;
 
 /// Largest login body accepted.
-const LOGIN_BODY_LIMIT: usize = 16 * 1024;
+const LOGIN_BODY_LIMIT: u64 = 16 * 1024;
 
 /// Whether `path` is one of the session endpoints, which take precedence over routes.
 pub fn is_endpoint(path: &str, config: &Config) -> bool {
@@ -32,6 +37,8 @@ pub async fn dispatch(
 ) -> Result<HttpResponse, GatewayError> {
     let session = &config.session;
     let method = req.method();
+    // Every answer here depends on credentials, errors included.
+    ctx.no_store = true;
     // Login and logout are CSRF-checked like any cookie-authenticated unsafe
     // request: no other site may sign a user in to an account of its choosing.
     if !csrf::allows(req, session, ctx.peer_trusted) {
@@ -88,70 +95,72 @@ async fn login(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let body = payload
-        .to_bytes_limited(LOGIN_BODY_LIMIT)
-        .await
-        .map_err(|_| GatewayError::PayloadTooLarge)?
-        .map_err(|_| GatewayError::BadRequest("the login body could not be read".into()))?;
+    let body = read_body(payload, LOGIN_BODY_LIMIT, config.server.body_timeout).await?;
     ctx.bytes_in = body.len() as u64;
     let parsed = if is_form {
         serde_urlencoded::from_bytes::<Credentials>(&body).ok()
     } else {
         serde_json::from_slice::<Credentials>(&body).ok()
     };
-    let credentials = parsed.ok_or_else(|| {
+    let Credentials {
+        username,
+        password,
+        next,
+    } = parsed.ok_or_else(|| {
         GatewayError::BadRequest(
             "expected JSON or a form with \"username\" and \"password\"".into(),
         )
     })?;
-    let throttle = super::LoginThrottle::new(
-        &state.counters,
-        &config.login,
-        &credentials.username,
-        ctx.client_ip,
-    );
-    if let Err(throttled) = throttle.check() {
-        state.metrics.logins.with_label_values(&["throttled"]).inc();
-        return Err(throttled);
-    }
-    let Some(user) = state
-        .auth
-        .verify_password(&credentials.username, credentials.password)
-        .await
-    else {
-        throttle.record_failure();
-        state.metrics.logins.with_label_values(&["failure"]).inc();
+    let failed = |outcome: &str| {
+        state.metrics.logins.with_label_values(&[outcome]).inc();
         if is_form {
-            let query =
-                serde_urlencoded::to_string([("next", credentials.next.as_deref().unwrap_or("/"))])
-                    .unwrap_or_default();
+            let query = serde_urlencoded::to_string([("next", next.as_deref().unwrap_or("/"))])
+                .unwrap_or_default();
             return Ok(login_page(
                 &query,
                 Some("Invalid username or password."),
                 actix_web::http::StatusCode::UNAUTHORIZED,
             ));
         }
-        return Err(GatewayError::InvalidCredentials);
+        Err(GatewayError::InvalidCredentials)
     };
-    throttle.record_success();
-    let issued = state
+    // A name that can never log in is refused before anything is counted,
+    // looked up or hashed: the answer is the same as for a wrong password.
+    if !valid_username(&username) {
+        return failed("failure");
+    }
+    let address = AddressKey::new(ctx.client_ip, config.server.address_prefixes);
+    let attempt = state
         .auth
-        .issue(&user.name, config.session.max_lifetime)
-        .await
-        .map_err(|_| GatewayError::ServiceUnavailable)?;
+        .throttle
+        .begin(&config.login, &username, address)
+        .inspect_err(|_| state.metrics.logins.with_label_values(&["throttled"]).inc())?;
+    let verified = state
+        .auth
+        .verify_password(&username, password, config.login.max_hash_wait)
+        .await;
+    let user = match verified {
+        Ok(Some(user)) => user,
+        Ok(None) => return failed("failure"),
+        Err(err) => {
+            attempt.abandon();
+            state.metrics.logins.with_label_values(&["busy"]).inc();
+            return Err(AccountError::from(err).into());
+        }
+    };
+    attempt.succeeded();
+    let issued = state.auth.issue(&user, config.session.max_lifetime).await?;
     state.metrics.logins.with_label_values(&["success"]).inc();
     ctx.identify(&user, &issued.session, "login");
     let cookie = session_cookie(&config.session, &issued.token, issued.session.expires_at);
     let mut response = if is_form {
         let mut r = HttpResponse::SeeOther();
-        r.insert_header((header::LOCATION, safe_next(credentials.next.as_deref())));
+        r.insert_header((header::LOCATION, safe_next(next.as_deref())));
         r
     } else {
         HttpResponse::Ok()
     };
-    response
-        .insert_header((header::SET_COOKIE, cookie))
-        .insert_header((header::CACHE_CONTROL, "no-store"));
+    response.insert_header((header::SET_COOKIE, cookie));
     Ok(if is_form {
         response.finish()
     } else {
@@ -169,21 +178,23 @@ async fn logout(
     config: &Config,
     ctx: &mut RequestCtx,
 ) -> Result<HttpResponse, GatewayError> {
+    // The cookie goes whatever happens next.
+    ctx.set_cookie = Some(clear_cookie(&config.session));
     if let Some(token) = session_cookie_value(req.headers(), &config.session.cookie_name) {
-        if let Ok(principal) = state.auth.authenticate(token, &config.session).await {
-            ctx.identify(&principal.user, &principal.session, "logout");
-            // Durable before we answer: a logout must survive a crash.
-            state
-                .auth
-                .revoke(&principal.session.id)
-                .await
-                .map_err(|_| GatewayError::ServiceUnavailable)?;
+        match state.auth.authenticate(token, &config.session).await {
+            Ok(principal) => {
+                ctx.identify(&principal.user, &principal.session, "logout");
+                // Durable before we answer: a logout must survive a crash.
+                // If storage fails, the session still ends here, and the answer says so.
+                state.auth.revoke(&principal.session.id).await?;
+            }
+            Err(rejection @ Rejection::TokenReused(_)) => {
+                ctx.reject(rejection, state);
+            }
+            Err(_) => {}
         }
     }
-    Ok(HttpResponse::Ok()
-        .insert_header((header::SET_COOKIE, clear_cookie(&config.session)))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({"status": "logged_out"})))
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "logged_out"})))
 }
 
 async fn current_session(
@@ -192,29 +203,19 @@ async fn current_session(
     config: &Config,
     ctx: &mut RequestCtx,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(token) = session_cookie_value(req.headers(), &config.session.cookie_name) else {
-        ctx.auth = "missing_token";
-        return Err(GatewayError::MissingToken);
-    };
-    let principal = match state.auth.authenticate(token, &config.session).await {
-        Ok(principal) => principal,
-        Err(rejection) => {
-            let error = rejection_error(rejection);
-            ctx.auth = error.code();
-            return Err(error);
-        }
-    };
+    let token = session_cookie_value(req.headers(), &config.session.cookie_name)
+        .ok_or(Rejection::MissingToken);
+    let principal = match token {
+        Ok(token) => state.auth.authenticate(token, &config.session).await,
+        Err(missing) => Err(missing),
+    }
+    .map_err(|rejection| ctx.reject(rejection, state))?;
     ctx.identify(&principal.user, &principal.session, "authenticated");
     let session = &principal.session;
-    let mut response = HttpResponse::Ok();
-    response.insert_header((header::CACHE_CONTROL, "no-store"));
     if let Some(token) = &principal.rotated_token {
-        response.insert_header((
-            header::SET_COOKIE,
-            session_cookie(&config.session, token, session.expires_at),
-        ));
+        ctx.set_cookie = Some(session_cookie(&config.session, token, session.expires_at));
     }
-    Ok(response.json(serde_json::json!({
+    Ok(HttpResponse::Ok().json(serde_json::json!({
         "user": &*principal.user.name,
         "roles": principal.user.roles,
         "permissions": principal.user.permissions,
@@ -223,17 +224,6 @@ async fn current_session(
         "idle_expires_at": rfc3339(session.idle_expires_at(config.session.idle_timeout).min(session.expires_at)),
         "expires_at": rfc3339(session.expires_at),
     })))
-}
-
-/// The 401 each rejection answers with.
-pub fn rejection_error(rejection: Rejection) -> GatewayError {
-    match rejection {
-        Rejection::MissingToken => GatewayError::MissingToken,
-        Rejection::InvalidToken => GatewayError::InvalidToken,
-        Rejection::TokenExpired => GatewayError::TokenExpired,
-        Rejection::TokenRevoked => GatewayError::TokenRevoked,
-        Rejection::Unavailable => GatewayError::ServiceUnavailable,
-    }
 }
 
 /// A same-site relative path to go to after login; anything else (absolute
@@ -275,7 +265,6 @@ fn login_page(
         .replace("{{error}}", &error);
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header(("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"))
         .insert_header((header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
         .body(html)

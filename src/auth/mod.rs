@@ -14,23 +14,26 @@ pub mod csrf;
 pub mod endpoints;
 pub mod password;
 mod sessions;
+mod throttle;
 pub mod token;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix_web::http::header::HeaderValue;
 
 pub use cookie::{clear_cookie, session_cookie, session_cookie_value, strip_session_cookie};
+pub use password::HashingError;
 pub use sessions::Session;
+pub use throttle::{Attempt, LoginThrottle, THROTTLE_TREE};
 
-use crate::config::{LoginConfig, SessionConfig};
+use crate::config::{Config, SessionConfig};
 use crate::error::GatewayError;
-use crate::ratelimit::CounterStore;
 use crate::storage::{now_ms, Records, Storage, UserRecord, SCHEMA_VERSION};
-use sessions::SessionStore;
+use crate::telemetry::Metrics;
+use password::Hashing;
+use sessions::{PastToken, SessionStore};
 
 /// A user as the request path needs it.
 #[derive(Debug)]
@@ -39,6 +42,8 @@ pub struct User {
     pub roles: Vec<String>,
     pub permissions: Vec<String>,
     pub disabled: bool,
+    /// Bumped by every change to the account; sessions of an older one end.
+    pub generation: u64,
     /// `roles` joined with `,`, ready for the upstream header.
     pub roles_header: HeaderValue,
     record: UserRecord,
@@ -51,6 +56,7 @@ impl User {
             roles: record.roles.clone(),
             permissions: record.permissions.clone(),
             disabled: record.disabled,
+            generation: record.generation,
             roles_header: HeaderValue::from_str(&record.roles.join(","))
                 .unwrap_or(HeaderValue::from_static("")),
             record,
@@ -70,78 +76,54 @@ impl User {
     }
 }
 
-/// Failed-login throttling per username and per client IP, on the shared
-/// sliding-window counters (so it survives restarts like any other limit).
-pub struct LoginThrottle<'a> {
-    counters: &'a CounterStore,
-    config: &'a LoginConfig,
-    user_key: String,
-    ip_key: String,
-}
-
-impl<'a> LoginThrottle<'a> {
-    pub fn new(
-        counters: &'a CounterStore,
-        config: &'a LoginConfig,
-        username: &str,
-        ip: IpAddr,
-    ) -> Self {
-        LoginThrottle {
-            counters,
-            config,
-            user_key: format!("login-user|{username}"),
-            ip_key: format!("login-ip|{ip}"),
-        }
-    }
-
-    /// Refuses the attempt (429) while either key has too many recent failures.
-    pub fn check(&self) -> Result<(), GatewayError> {
-        let window = self.config.failure_window;
-        for (key, limit) in [
-            (&self.user_key, self.config.max_failures_per_user),
-            (&self.ip_key, self.config.max_failures_per_ip),
-        ] {
-            let decision = self
-                .counters
-                .peek(key, window, limit)
-                .map_err(|_| GatewayError::ServiceUnavailable)?;
-            if !decision.allowed {
-                return Err(GatewayError::RateLimited {
-                    limit,
-                    window: window.as_secs().max(1),
-                    retry_after: decision.retry_after_ms.div_ceil(1000).max(1),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    pub fn record_failure(&self) {
-        let window = self.config.failure_window;
-        let _ = self.counters.record(&self.user_key, window);
-        let _ = self.counters.record(&self.ip_key, window);
-    }
-
-    /// A successful login clears the username's failures (not the IP's).
-    pub fn record_success(&self) {
-        let _ = self.counters.reset(&self.user_key);
-    }
-}
-
-/// Unix milliseconds as RFC 3339 UTC.
+/// Unix milliseconds as RFC 3339 UTC (clamped to the year 9999, the last
+/// one RFC 3339 can write).
 pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    const LAST_MS: u64 = 253_402_300_799_999;
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms.min(LAST_MS));
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 /// Why a presented token was not accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Rejection {
     MissingToken,
     InvalidToken,
     TokenExpired,
     TokenRevoked,
+    /// A token the session rotated out, presented after its grace period:
+    /// someone holds a copy. The session has been revoked.
+    TokenReused(Arc<Session>),
     /// The session could not be read from storage.
     Unavailable,
+}
+
+impl Rejection {
+    /// The authentication outcome recorded in the access log and metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Rejection::MissingToken => "missing_token",
+            Rejection::InvalidToken => "invalid_token",
+            Rejection::TokenExpired => "token_expired",
+            Rejection::TokenRevoked => "token_revoked",
+            Rejection::TokenReused(_) => "token_reused",
+            Rejection::Unavailable => "service_unavailable",
+        }
+    }
+}
+
+/// The answer to each rejection. A reused token gets the same answer as a
+/// revoked one: whoever holds the copy learns nothing.
+impl From<Rejection> for GatewayError {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::MissingToken => GatewayError::MissingToken,
+            Rejection::InvalidToken => GatewayError::InvalidToken,
+            Rejection::TokenExpired => GatewayError::TokenExpired,
+            Rejection::TokenRevoked | Rejection::TokenReused(_) => GatewayError::TokenRevoked,
+            Rejection::Unavailable => GatewayError::ServiceUnavailable,
+        }
+    }
 }
 
 /// A validated session and its user, plus a new token when it was rotated.
@@ -177,24 +159,63 @@ pub enum AccountError {
     InvalidUsername(String),
     #[error("{0:?} is not a valid role or permission name")]
     InvalidName(String),
-    #[error("storage failed: {0}")]
+    /// Nothing was changed: storage refused the write.
+    #[error("storage failed, nothing was changed: {0}")]
     Storage(#[from] sled::Error),
-    #[error("hashing a password or token failed")]
-    Hashing,
+    /// The change is in force on this gateway, but storage refused it: it is
+    /// retried in the background and lost if the gateway stops first.
+    #[error("in force on this gateway but not saved (storage failed: {0}); retrying")]
+    Unsaved(sled::Error),
+    #[error("{0}")]
+    Hashing(#[from] HashingError),
 }
 
-/// Users (all in memory) and sessions (the active ones in memory), stored in sled.
+/// The one place account errors become answers.
+impl From<AccountError> for GatewayError {
+    fn from(err: AccountError) -> Self {
+        match err {
+            AccountError::UserExists(_) | AccountError::UserDisabled(_) => {
+                GatewayError::Conflict(err.to_string())
+            }
+            AccountError::NoSuchUser(_) | AccountError::NoSuchSession(_) => {
+                GatewayError::NoSuchResource(err.to_string())
+            }
+            AccountError::PasswordTooShort(_)
+            | AccountError::InvalidUsername(_)
+            | AccountError::InvalidName(_) => GatewayError::BadRequest(err.to_string().into()),
+            AccountError::Storage(_) => GatewayError::StorageFailed { applied: false },
+            AccountError::Unsaved(_) => GatewayError::StorageFailed { applied: true },
+            AccountError::Hashing(HashingError::Busy) => GatewayError::Busy,
+            AccountError::Hashing(HashingError::Failed) => GatewayError::Internal,
+        }
+    }
+}
+
+/// How long an account change may wait for an argon2 slot.
+const ACCOUNT_HASH_WAIT: Duration = Duration::from_secs(30);
+
+/// Users (all in memory) and sessions (the active ones in memory), stored
+/// in sled; the login throttle and the argon2 slots.
 pub struct Auth {
     user_records: Records<UserRecord>,
     storage: Storage,
     users: RwLock<HashMap<Arc<str>, Arc<User>>>,
+    /// Serialises account changes, so two never undo each other.
+    user_writes: tokio::sync::Mutex<()>,
     sessions: SessionStore,
+    hashing: Hashing,
+    pub throttle: LoginThrottle,
     decoy_hash: std::sync::OnceLock<String>,
 }
 
 impl Auth {
-    /// Loads every user; holds up to `session_cache` sessions in memory.
-    pub fn open(storage: &Storage, session_cache: usize) -> Result<Auth, sled::Error> {
+    /// Loads every user; holds up to `storage.session_cache` sessions in
+    /// memory; opens the login throttle.
+    pub fn open(
+        storage: &Storage,
+        config: &Config,
+        metrics: &Metrics,
+    ) -> Result<Auth, sled::Error> {
         let user_records = storage.users()?;
         let users: HashMap<Arc<str>, Arc<User>> = user_records
             .all()?
@@ -208,7 +229,14 @@ impl Auth {
             user_records,
             storage: storage.clone(),
             users: RwLock::new(users),
-            sessions: SessionStore::open(storage, session_cache)?,
+            user_writes: tokio::sync::Mutex::new(()),
+            sessions: SessionStore::open(storage, config.storage.session_cache)?,
+            hashing: Hashing::new(config.login.max_concurrent_hashes),
+            throttle: LoginThrottle::open(
+                storage,
+                config.storage.login_throttle_keys,
+                metrics.counter_evictions("login_throttle"),
+            )?,
             decoy_hash: std::sync::OnceLock::new(),
         })
     }
@@ -218,7 +246,8 @@ impl Auth {
     }
 
     /// Validates a session token: the per-request check. Refreshes the idle
-    /// expiry and, after `rotate_after`, rotates the token.
+    /// expiry and, after `rotate_after`, rotates the token. A rotated-out
+    /// token presented after its grace period revokes the session.
     pub async fn authenticate(
         &self,
         token: &str,
@@ -232,22 +261,26 @@ impl Auth {
             .map_err(|_| Rejection::Unavailable)?
             .ok_or(Rejection::InvalidToken)?;
         let current = session.is_current(&hash);
-        if !current {
-            match session.previous_valid_until(&hash) {
-                Some(until) if now > until => return Err(Rejection::TokenExpired),
-                Some(_) => {}
-                None => return Err(Rejection::InvalidToken),
-            }
-        }
         if session.revoked_at().is_some() {
             return Err(Rejection::TokenRevoked);
+        }
+        if !current {
+            match session.past_token(&hash, now) {
+                PastToken::InGrace => {}
+                PastToken::Reused => {
+                    // Revoked in memory even if storage fails: the stolen copy is useless either way.
+                    let _ = self.sessions.revoke(&[session.id.to_string()]).await;
+                    return Err(Rejection::TokenReused(session));
+                }
+                PastToken::Unknown => return Err(Rejection::InvalidToken),
+            }
         }
         if session.is_expired(now, config.idle_timeout) {
             return Err(Rejection::TokenExpired);
         }
         let user = self
             .user(&session.user)
-            .filter(|u| !u.disabled)
+            .filter(|u| !u.disabled && u.generation == session.user_generation)
             .ok_or(Rejection::TokenRevoked)?;
         self.sessions.touch(&session, now, config.touch_interval);
         let rotated = if current && session.rotation_due(now, config.rotate_after) {
@@ -271,43 +304,67 @@ impl Auth {
         })
     }
 
-    /// Checks a username and password (argon2, on the blocking pool). Unknown
-    /// and disabled users cost the same work and get the same answer.
-    pub async fn verify_password(&self, username: &str, password: String) -> Option<Arc<User>> {
+    /// Checks a username and password (argon2, in one of the bounded slots,
+    /// waiting at most `wait` for one). Unknown and disabled users cost the
+    /// same work and get the same answer. The user returned is the account
+    /// as it was when its password was checked.
+    pub async fn verify_password(
+        &self,
+        username: &str,
+        password: String,
+        wait: Duration,
+    ) -> Result<Option<Arc<User>>, HashingError> {
         let user = self.user(username);
         let hash = match &user {
             Some(u) => u.record.password_hash.clone(),
             None => self.decoy_hash.get_or_init(password::decoy_hash).clone(),
         };
-        let matches = actix_web::web::block(move || password::verify(&password, &hash))
-            .await
-            .unwrap_or(false);
-        user.filter(|u| matches && !u.disabled)
+        let matches = self.hashing.verify(password, hash, wait).await?;
+        Ok(user.filter(|u| matches && !u.disabled))
     }
 
-    /// Issues a new session (fresh token, never adopted from the client).
-    pub async fn issue(&self, username: &str, lifetime: Duration) -> Result<Issued, AccountError> {
-        let user = self
-            .user(username)
-            .ok_or_else(|| AccountError::NoSuchUser(username.into()))?;
+    /// Issues a new session (fresh token, never adopted from the client) for
+    /// `user` as it stands in this snapshot: if the account has changed
+    /// since, the session is born revoked.
+    pub async fn issue(&self, user: &User, lifetime: Duration) -> Result<Issued, AccountError> {
         if user.disabled {
-            return Err(AccountError::UserDisabled(username.into()));
+            return Err(AccountError::UserDisabled(user.name.to_string()));
         }
-        let (session, token) =
-            Session::issue(user.name.clone(), lifetime).ok_or(AccountError::Hashing)?;
+        let (session, token) = Session::issue(user.name.clone(), user.generation, lifetime)
+            .ok_or(HashingError::Failed)?;
         let session = self.sessions.create(session).await?;
         Ok(Issued { session, token })
     }
 
+    /// Issues a new session for the user named `username`.
+    pub async fn issue_for(
+        &self,
+        username: &str,
+        lifetime: Duration,
+    ) -> Result<Issued, AccountError> {
+        let user = self
+            .user(username)
+            .ok_or_else(|| AccountError::NoSuchUser(username.into()))?;
+        self.issue(&user, lifetime).await
+    }
+
     /// Revokes one session, durably. False when no such live session exists.
     pub async fn revoke(&self, id: &str) -> Result<bool, AccountError> {
-        Ok(self.sessions.revoke(&[id.to_owned()]).await? > 0)
+        let revoked = self
+            .sessions
+            .revoke(&[id.to_owned()])
+            .await
+            .map_err(AccountError::Unsaved)?;
+        Ok(revoked > 0)
     }
 
     /// Revokes every session of a user, durably; returns how many.
     pub async fn revoke_user(&self, username: &str) -> Result<usize, AccountError> {
         let ids = self.sessions.ids_of(username)?;
-        Ok(self.sessions.revoke(&ids).await?)
+        self.sessions
+            .revoke(&ids)
+            .await
+            .map_err(AccountError::Unsaved)
     }
 
     /// Every stored session, optionally only one user's, oldest first.
@@ -340,13 +397,16 @@ impl Auth {
         permissions: Vec<String>,
         min_password_length: usize,
     ) -> Result<Arc<User>, AccountError> {
-        validate_username(username)?;
+        if !valid_username(username) {
+            return Err(AccountError::InvalidUsername(username.into()));
+        }
         validate_names(&roles)?;
         validate_names(&permissions)?;
+        let password_hash = self.hash_password(password, min_password_length).await?;
+        let _writing = self.user_writes.lock().await;
         if self.user(username).is_some() {
             return Err(AccountError::UserExists(username.into()));
         }
-        let password_hash = hash_password(password, min_password_length).await?;
         let now = now_ms();
         let record = UserRecord {
             v: SCHEMA_VERSION,
@@ -357,23 +417,24 @@ impl Auth {
             disabled: false,
             created_at: now,
             updated_at: now,
+            generation: 0,
         };
         self.save_user(record).await
     }
 
-    /// Changes a password; every session of the user is revoked.
+    /// Changes a password; every session of the user ends.
     pub async fn set_password(
         &self,
         username: &str,
         password: String,
         min_password_length: usize,
     ) -> Result<usize, AccountError> {
-        let password_hash = hash_password(password, min_password_length).await?;
+        let password_hash = self.hash_password(password, min_password_length).await?;
         self.update_user(username, |r| r.password_hash = password_hash)
             .await
     }
 
-    /// Replaces roles and/or permissions; every session of the user is revoked,
+    /// Replaces roles and/or permissions; every session of the user ends,
     /// so new privileges always come with a fresh token.
     pub async fn set_privileges(
         &self,
@@ -398,7 +459,7 @@ impl Auth {
         .await
     }
 
-    /// Disables or re-enables a user; disabling revokes every session.
+    /// Disables or re-enables a user; either way every session ends.
     pub async fn set_disabled(
         &self,
         username: &str,
@@ -407,34 +468,45 @@ impl Auth {
         self.update_user(username, |r| r.disabled = disabled).await
     }
 
-    /// Deletes a user and every one of their sessions.
+    /// Deletes a user and every one of their sessions. The account is gone
+    /// (durably) before the sessions are revoked, so none outlives it.
     pub async fn delete_user(&self, username: &str) -> Result<usize, AccountError> {
-        if self.user(username).is_none() {
-            return Err(AccountError::NoSuchUser(username.into()));
+        {
+            let _writing = self.user_writes.lock().await;
+            if self.user(username).is_none() {
+                return Err(AccountError::NoSuchUser(username.into()));
+            }
+            self.user_records.delete(username)?;
+            self.storage.flush_async().await?;
+            self.users.write().map_err(|_| poisoned())?.remove(username);
         }
-        let revoked = self.revoke_user(username).await?;
-        self.user_records.delete(username)?;
-        self.storage.flush_async().await?;
-        self.users.write().map_err(|_| poisoned())?.remove(username);
-        Ok(revoked)
+        self.revoke_user(username).await
     }
 
+    /// Applies `change` to the account and bumps its generation, saved
+    /// durably *before* the sessions are revoked: from the moment the
+    /// change is in memory, every session issued before it fails
+    /// validation, including one issued by a login that raced the change.
     async fn update_user(
         &self,
         username: &str,
         change: impl FnOnce(&mut UserRecord),
     ) -> Result<usize, AccountError> {
-        let user = self
-            .user(username)
-            .ok_or_else(|| AccountError::NoSuchUser(username.into()))?;
-        let mut record = user.record.clone();
-        change(&mut record);
-        record.updated_at = now_ms();
-        let revoked = self.revoke_user(username).await?;
-        self.save_user(record).await?;
-        Ok(revoked)
+        {
+            let _writing = self.user_writes.lock().await;
+            let user = self
+                .user(username)
+                .ok_or_else(|| AccountError::NoSuchUser(username.into()))?;
+            let mut record = user.record.clone();
+            change(&mut record);
+            record.updated_at = now_ms();
+            record.generation = user.generation + 1;
+            self.save_user(record).await?;
+        }
+        self.revoke_user(username).await
     }
 
+    /// Stores a user durably, then makes it the one the request path sees.
     async fn save_user(&self, record: UserRecord) -> Result<Arc<User>, AccountError> {
         self.user_records.put(&record.username, &record)?;
         self.storage.flush_async().await?;
@@ -446,9 +518,22 @@ impl Auth {
         Ok(user)
     }
 
+    async fn hash_password(
+        &self,
+        password: String,
+        min_length: usize,
+    ) -> Result<String, AccountError> {
+        if password.chars().count() < min_length {
+            return Err(AccountError::PasswordTooShort(min_length));
+        }
+        Ok(self.hashing.hash(password, ACCOUNT_HASH_WAIT).await?)
+    }
+
     /// Writes behind the `last_seen` of recently active sessions (with
-    /// `everything`, at shutdown, of every session with unwritten activity).
+    /// `everything`, at shutdown, of every session with unwritten activity),
+    /// and saves revocations storage refused earlier.
     pub fn persist_activity(&self, everything: bool) -> Result<(), sled::Error> {
+        self.sessions.save_unsaved()?;
         self.sessions.persist_activity(everything)
     }
 
@@ -469,25 +554,14 @@ fn poisoned() -> AccountError {
     ))
 }
 
-async fn hash_password(password: String, min_length: usize) -> Result<String, AccountError> {
-    if password.chars().count() < min_length {
-        return Err(AccountError::PasswordTooShort(min_length));
-    }
-    actix_web::web::block(move || password::hash(&password))
-        .await
-        .map_err(|_| AccountError::Hashing)?
-        .map_err(|_| AccountError::Hashing)
-}
-
-fn validate_username(name: &str) -> Result<(), AccountError> {
-    let valid = !name.is_empty()
+/// Whether `name` may be a username: 1-64 letters, digits, '.', '_', '-'
+/// and '@'. Checked on login before anything is counted or looked up.
+pub fn valid_username(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
-    valid
-        .then_some(())
-        .ok_or_else(|| AccountError::InvalidUsername(name.into()))
+            .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
 }
 
 fn validate_names(names: &[String]) -> Result<(), AccountError> {
@@ -496,5 +570,16 @@ fn validate_names(names: &[String]) -> Result<(), AccountError> {
     }) {
         Some(bad) => Err(AccountError::InvalidName(bad.clone())),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_past_year_9999_are_clamped_not_a_panic() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
     }
 }

@@ -22,14 +22,23 @@ use super::rfc3339;
 use super::token::{self, TokenHash};
 use crate::storage::{now_ms, Records, SessionRecord, Storage, SCHEMA_VERSION};
 
+/// How many tokens older than the previous one a session remembers, to
+/// recognise them if they are ever presented again (a stolen token).
+const RETIRED_KEPT: usize = 3;
+
 /// A session. Token hashes never change in place: a rotation replaces the
 /// whole `Session`, so readers always see a consistent pair.
 #[derive(Debug)]
 pub struct Session {
     pub id: Arc<str>,
     pub user: Arc<str>,
+    /// The user's generation when the session was issued: any later change
+    /// to the account (password, roles, disabling) ends the session.
+    pub user_generation: u64,
     token_hash: TokenHash,
     previous: Option<(TokenHash, u64)>,
+    /// Tokens rotated out before `previous`, newest first; never valid again.
+    retired: Box<[TokenHash]>,
     pub created_at: u64,
     token_issued_at: u64,
     pub expires_at: u64,
@@ -40,16 +49,23 @@ pub struct Session {
 }
 
 impl Session {
-    /// A fresh session for `user`, valid for `lifetime`, and its token.
-    pub(super) fn issue(user: Arc<str>, lifetime: Duration) -> Option<(Session, String)> {
+    /// A fresh session for `user` (as of `user_generation`), valid for
+    /// `lifetime`, and its token.
+    pub(super) fn issue(
+        user: Arc<str>,
+        user_generation: u64,
+        lifetime: Duration,
+    ) -> Option<(Session, String)> {
         let id = token::new_session_id();
         let (token, token_hash) = token::new_token(&id)?;
         let now = now_ms();
         let session = Session {
             id: id.into(),
             user,
+            user_generation,
             token_hash,
             previous: None,
+            retired: Box::new([]),
             created_at: now,
             token_issued_at: now,
             expires_at: now + lifetime.as_millis() as u64,
@@ -64,12 +80,18 @@ impl Session {
         Some(Session {
             id: r.id.as_str().into(),
             user: r.user.as_str().into(),
+            user_generation: r.user_generation,
             token_hash: token::from_hex(&r.token_hash)?,
             previous: r
                 .previous_token_hash
                 .as_deref()
                 .and_then(token::from_hex)
                 .map(|h| (h, r.previous_valid_until)),
+            retired: r
+                .retired_token_hashes
+                .iter()
+                .filter_map(|h| token::from_hex(h))
+                .collect(),
             created_at: r.created_at,
             token_issued_at: r.token_issued_at,
             expires_at: r.expires_at,
@@ -84,9 +106,11 @@ impl Session {
             v: SCHEMA_VERSION,
             id: self.id.to_string(),
             user: self.user.to_string(),
+            user_generation: self.user_generation,
             token_hash: token::to_hex(&self.token_hash),
             previous_token_hash: self.previous.map(|(h, _)| token::to_hex(&h)),
             previous_valid_until: self.previous.map_or(0, |(_, until)| until),
+            retired_token_hashes: self.retired.iter().map(|h| token::to_hex(h)).collect(),
             created_at: self.created_at,
             token_issued_at: self.token_issued_at,
             last_seen: self.last_seen(),
@@ -122,12 +146,19 @@ impl Session {
         token::same_hash(&self.token_hash, hash)
     }
 
-    /// Until when `hash` is accepted as the token replaced by the last
-    /// rotation, if it is that token.
-    pub(super) fn previous_valid_until(&self, hash: &TokenHash) -> Option<u64> {
-        self.previous
-            .filter(|(previous, _)| token::same_hash(previous, hash))
-            .map(|(_, until)| until)
+    /// What `hash` is to this session, if it is not its current token.
+    pub(super) fn past_token(&self, hash: &TokenHash, now: u64) -> PastToken {
+        match self.previous {
+            Some((previous, until)) if token::same_hash(&previous, hash) => {
+                if now <= until {
+                    PastToken::InGrace
+                } else {
+                    PastToken::Reused
+                }
+            }
+            _ if self.retired.iter().any(|old| token::same_hash(old, hash)) => PastToken::Reused,
+            _ => PastToken::Unknown,
+        }
     }
 
     /// Whether the current token is older than `rotate_after`.
@@ -147,6 +178,18 @@ impl Session {
             "revoked": self.revoked_at().is_some(),
         })
     }
+}
+
+/// A token presented for a session that is not its current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PastToken {
+    /// Replaced by the last rotation, and still within its grace period.
+    InGrace,
+    /// Rotated out and past its grace: whoever presents it holds a copy of
+    /// a token that should no longer exist.
+    Reused,
+    /// Not a token this session ever had.
+    Unknown,
 }
 
 /// Whether a session is over: past its absolute end, or idle too long.
@@ -204,6 +247,9 @@ pub(super) struct SessionStore {
     dirty: Mutex<Vec<Arc<Session>>>,
     /// Live sessions as of the last sweep, plus issued, minus revoked since.
     live: AtomicI64,
+    /// Revocations in force in memory that could not be saved yet (id →
+    /// when), applied to every copy read from sled until they are.
+    unsaved: Mutex<HashMap<String, u64>>,
 }
 
 impl SessionStore {
@@ -220,6 +266,7 @@ impl SessionStore {
             writes: Mutex::new(()),
             dirty: Mutex::new(Vec::new()),
             live: AtomicI64::new(0),
+            unsaved: Mutex::new(HashMap::new()),
         })
     }
 
@@ -243,11 +290,13 @@ impl SessionStore {
     /// Reads a session from sled, noting the epoch it was read in.
     fn load(&self, id: &str) -> sled::Result<Option<Loaded>> {
         let epoch = self.epoch.load(Ordering::Acquire);
-        Ok(self
-            .records
-            .get(id)?
-            .and_then(|r| Session::from_record(&r))
-            .map(|session| Loaded { session, epoch }))
+        let Some(session) = self.records.get(id)?.and_then(|r| Session::from_record(&r)) else {
+            return Ok(None);
+        };
+        if let Some(&at) = self.lock_unsaved().get(id) {
+            session.revoked_at.store(at, Ordering::Relaxed);
+        }
+        Ok(Some(Loaded { session, epoch }))
     }
 
     /// Holds a loaded session in memory, unless a change to stored sessions
@@ -297,11 +346,20 @@ impl SessionStore {
         let Some((token, hash)) = token::new_token(&session.id) else {
             return Ok(None);
         };
+        let retired = session
+            .previous
+            .map(|(hash, _)| hash)
+            .into_iter()
+            .chain(session.retired.iter().copied())
+            .take(RETIRED_KEPT)
+            .collect();
         let rotated = Arc::new(Session {
             id: session.id.clone(),
             user: session.user.clone(),
+            user_generation: session.user_generation,
             token_hash: hash,
             previous: Some((session.token_hash, now + grace.as_millis() as u64)),
+            retired,
             created_at: session.created_at,
             token_issued_at: now,
             expires_at: session.expires_at,
@@ -356,31 +414,88 @@ impl SessionStore {
     }
 
     /// Marks sessions revoked, durably; returns how many were live.
+    ///
+    /// The revocation holds in memory first, whatever happens to storage: if
+    /// it cannot be saved, the sessions stay revoked on this gateway, the
+    /// error says so, and [`SessionStore::save_unsaved`] tries again.
     pub async fn revoke(&self, ids: &[String]) -> sled::Result<usize> {
         let now = now_ms();
-        let mut revoked = Vec::new();
-        {
+        let written = {
             let _writing = self.lock_writes();
-            for id in ids {
-                if let Some(mut record) = self.records.get(id)? {
-                    if record.revoked_at.is_none() {
-                        record.revoked_at = Some(now);
-                        self.records.put(id, &record)?;
-                        revoked.push(id);
-                    }
+            {
+                let mut unsaved = self.lock_unsaved();
+                for id in ids {
+                    unsaved.entry(id.clone()).or_insert(now);
                 }
             }
             self.epoch.fetch_add(1, Ordering::Release);
             let cache = self.read_cache();
-            for id in &revoked {
+            for id in ids {
                 if let Some(session) = cache.by_id.get(id.as_str()) {
-                    session.revoked_at.store(now, Ordering::Relaxed);
+                    let _ = session.revoked_at.compare_exchange(
+                        0,
+                        now,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+            drop(cache);
+            self.write_revocations(ids, now)
+        };
+        let live = written?;
+        self.storage.flush_async().await?;
+        let mut unsaved = self.lock_unsaved();
+        for id in ids {
+            unsaved.remove(id);
+        }
+        drop(unsaved);
+        self.live.fetch_sub(live as i64, Ordering::Relaxed);
+        Ok(live)
+    }
+
+    /// Marks the stored records of `ids` revoked at `at` (where not revoked
+    /// yet); returns how many were live. Under the write lock.
+    fn write_revocations(&self, ids: &[String], at: u64) -> sled::Result<usize> {
+        let mut live = 0;
+        for id in ids {
+            if let Some(mut record) = self.records.get(id)? {
+                if record.revoked_at.is_none() {
+                    record.revoked_at = Some(at);
+                    self.records.put(id, &record)?;
+                    live += 1;
                 }
             }
         }
-        self.storage.flush_async().await?;
-        self.live.fetch_sub(revoked.len() as i64, Ordering::Relaxed);
-        Ok(revoked.len())
+        Ok(live)
+    }
+
+    /// Saves the revocations that storage refused earlier; run by upkeep.
+    /// Returns how many are still waiting.
+    pub fn save_unsaved(&self) -> sled::Result<usize> {
+        let waiting: Vec<(String, u64)> = self
+            .lock_unsaved()
+            .iter()
+            .map(|(id, at)| (id.clone(), *at))
+            .collect();
+        if waiting.is_empty() {
+            return Ok(0);
+        }
+        {
+            let _writing = self.lock_writes();
+            for (id, at) in &waiting {
+                let live = self.write_revocations(std::slice::from_ref(id), *at)?;
+                self.live.fetch_sub(live as i64, Ordering::Relaxed);
+            }
+        }
+        self.storage.flush()?;
+        let mut unsaved = self.lock_unsaved();
+        for (id, at) in waiting {
+            if unsaved.get(&id) == Some(&at) {
+                unsaved.remove(&id);
+            }
+        }
+        Ok(unsaved.len())
     }
 
     /// Every stored session, optionally only one user's, oldest first.
@@ -521,6 +636,12 @@ impl SessionStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    fn lock_unsaved(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 #[cfg(test)]
@@ -529,20 +650,13 @@ mod tests {
     use crate::config::StorageConfig;
 
     fn open(dir: &std::path::Path, capacity: usize) -> (Storage, SessionStore) {
-        let storage = Storage::open(&StorageConfig {
-            path: dir.join("data"),
-            cache_capacity: 1 << 20,
-            session_cache: capacity,
-            flush_interval: Duration::from_millis(500),
-            sweep_interval: Duration::from_secs(60),
-        })
-        .unwrap();
+        let storage = Storage::open(&StorageConfig::for_tests(dir)).unwrap();
         let store = SessionStore::open(&storage, capacity).unwrap();
         (storage, store)
     }
 
     async fn issue(store: &SessionStore, user: &str, lifetime: Duration) -> (Arc<Session>, String) {
-        let (session, token) = Session::issue(user.into(), lifetime).unwrap();
+        let (session, token) = Session::issue(user.into(), 0, lifetime).unwrap();
         (store.create(session).await.unwrap(), token)
     }
 
@@ -601,7 +715,8 @@ mod tests {
         let loaded = lookup(&store, &token).expect("the new token is stored");
         assert_eq!(loaded.id, fresh.id);
         let (_, old_hash) = token::parse(&old_token).unwrap();
-        assert!(loaded.previous_valid_until(&old_hash).is_some());
+        assert_eq!(loaded.past_token(&old_hash, now), PastToken::InGrace);
+        assert_eq!(loaded.past_token(&old_hash, now + 6_000), PastToken::Reused);
 
         // Activity written behind for an evicted session lands on its record.
         store.touch(&loaded, now + 60_000, Duration::ZERO);
@@ -645,5 +760,43 @@ mod tests {
         assert!(store.records.get(&expired.id).unwrap().is_none());
         assert_eq!(store.ids_of("alice").unwrap().len(), 1);
         assert!(lookup(&store, &live_token).is_some());
+    }
+
+    #[actix_web::test]
+    async fn rotated_out_tokens_are_remembered_as_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_storage, store) = open(dir.path(), 16);
+        let (mut session, first) = issue(&store, "alice", HOUR).await;
+        let mut tokens = vec![first];
+        let now = now_ms();
+        for _ in 0..5 {
+            let (rotated, token) = store
+                .rotate(&session, now, Duration::ZERO)
+                .await
+                .unwrap()
+                .unwrap();
+            session = rotated;
+            tokens.push(token);
+        }
+        let hash = |token: &str| token::parse(token).unwrap().1;
+        let (current, older) = tokens.split_last().unwrap();
+        assert!(session.is_current(&hash(current)));
+        // The previous token and the RETIRED_KEPT before it are known as reused...
+        for old in older.iter().rev().take(1 + RETIRED_KEPT) {
+            assert_eq!(session.past_token(&hash(old), now + 1), PastToken::Reused);
+        }
+        // ...older ones are forgotten, and strangers are unknown.
+        assert_eq!(
+            session.past_token(&hash(&tokens[0]), now + 1),
+            PastToken::Unknown
+        );
+        let (_, stranger) = token::new_token(&session.id).unwrap();
+        assert_eq!(session.past_token(&stranger, now + 1), PastToken::Unknown);
+        // The history survives a reload from storage.
+        let reloaded = store.load(&session.id).unwrap().unwrap().session;
+        assert_eq!(
+            reloaded.past_token(&hash(&tokens[3]), now + 1),
+            PastToken::Reused
+        );
     }
 }

@@ -9,6 +9,7 @@ use super::{SessionCommand, UserCommand};
 use crate::auth::{rfc3339, AccountError, Auth};
 use crate::config::{self, Config, ConfigSource};
 use crate::storage::{Storage, StorageError};
+use crate::telemetry::Metrics;
 
 /// What to do: a user or a session command.
 pub enum Accounts {
@@ -46,7 +47,7 @@ pub fn run(config_path: Option<PathBuf>, command: Accounts) -> ExitCode {
         }
     };
     let result = actix_web::rt::System::new().block_on(async {
-        let auth = Auth::open(&storage, config.storage.session_cache)?;
+        let auth = Auth::open(&storage, &config, &Metrics::new())?;
         match command {
             Accounts::User(command) => user(&auth, &config, command).await,
             Accounts::Session(command) => session(&auth, &config, command).await,
@@ -142,11 +143,10 @@ async fn session(
         SessionCommand::Issue { user, ttl } => {
             let ttl = match ttl {
                 None => config.session.max_lifetime,
-                Some(text) => crate::admin::api::parse_ttl(&text).ok_or_else(|| {
-                    CommandError::Usage(format!("--ttl: {text:?} is not a duration such as \"1h\""))
-                })?,
+                Some(text) => crate::admin::api::parse_ttl(&text)
+                    .map_err(|problem| CommandError::Usage(format!("--ttl: {problem}")))?,
             };
-            let issued = auth.issue(&user, ttl).await?;
+            let issued = auth.issue_for(&user, ttl).await?;
             let out = serde_json::json!({
                 "id": &*issued.session.id,
                 "token": issued.token,

@@ -19,11 +19,12 @@ use figment::Figment;
 use serde::de::DeserializeOwned;
 
 pub use model::{
-    AdminConfig, AuthPolicy, Config, LogConfig, LogFormat, LogOutput, LoginConfig, Route, SameSite,
-    ServerConfig, SessionConfig, StorageConfig, TlsFiles, Upstream, UpstreamConfig,
+    AddressPrefixes, AdminConfig, AuthPolicy, Config, LogConfig, LogFormat, LogOutput, LoginConfig,
+    Route, SameSite, ServerConfig, SessionConfig, StorageConfig, TlsFiles, Upstream,
+    UpstreamConfig,
 };
 pub use rate_limits::{FailMode, KeyPart, RateLimitPolicy};
-pub use units::{ByteSize, HumanDuration};
+pub use units::{parse_duration, ByteSize, HumanDuration, MAX_DURATION};
 
 use model::RawSections;
 use raw::RawRoute;

@@ -50,6 +50,22 @@ pub struct ServerConfig {
     pub keep_alive: Duration,
     pub shutdown_grace: Duration,
     pub workers: usize,
+    /// How much of a client address per-address limits and login throttling count by.
+    pub address_prefixes: AddressPrefixes,
+}
+
+/// Prefix lengths that turn a client address into the network counted by
+/// per-address limits: one host usually owns a whole IPv6 /64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressPrefixes {
+    pub v4: u8,
+    pub v6: u8,
+}
+
+impl Default for AddressPrefixes {
+    fn default() -> Self {
+        AddressPrefixes { v4: 32, v6: 64 }
+    }
 }
 
 /// PEM files for the proxy listener's TLS.
@@ -120,6 +136,10 @@ pub struct LoginConfig {
     pub max_failures_per_user: u64,
     pub max_failures_per_ip: u64,
     pub failure_window: Duration,
+    /// Password verifications (argon2) allowed at once; each takes ~19 MiB.
+    pub max_concurrent_hashes: usize,
+    /// How long a login waits for a verification slot before a 503.
+    pub max_hash_wait: Duration,
 }
 
 /// `[storage]`.
@@ -130,9 +150,30 @@ pub struct StorageConfig {
     /// How many sessions are held in memory (the most recently active);
     /// the others are read from the database when next presented.
     pub session_cache: usize,
+    /// Rate-limit keys held in memory; past it, the least-used are evicted.
+    pub rate_limit_keys: usize,
+    /// Login-throttle keys (usernames and addresses) held in memory; past it,
+    /// the least-used are evicted.
+    pub login_throttle_keys: usize,
     pub flush_interval: Duration,
     /// How often expired sessions and rate-limit counters are removed.
     pub sweep_interval: Duration,
+}
+
+impl StorageConfig {
+    /// Defaults in `dir/data`, with small caches, for unit tests.
+    #[cfg(test)]
+    pub fn for_tests(dir: &std::path::Path) -> StorageConfig {
+        StorageConfig {
+            path: dir.join("data"),
+            cache_capacity: 1 << 20,
+            session_cache: 1000,
+            rate_limit_keys: 1000,
+            login_throttle_keys: 1000,
+            flush_interval: Duration::from_millis(500),
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[log]`.
@@ -552,6 +593,8 @@ fn login_config(e: &mut Errors, raw: RawLogin) -> LoginConfig {
         max_failures_per_user,
         max_failures_per_ip,
         failure_window,
+        max_concurrent_hashes,
+        max_hash_wait,
     } = raw;
     LoginConfig {
         min_password_length: at_least_one(e, "login.min_password_length", min_password_length, 12),
@@ -567,6 +610,18 @@ fn login_config(e: &mut Errors, raw: RawLogin) -> LoginConfig {
             "login.failure_window",
             failure_window,
             Duration::from_secs(15 * 60),
+        ),
+        max_concurrent_hashes: at_least_one(
+            e,
+            "login.max_concurrent_hashes",
+            max_concurrent_hashes,
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ),
+        max_hash_wait: positive(
+            e,
+            "login.max_hash_wait",
+            max_hash_wait,
+            Duration::from_secs(2),
         ),
     }
 }
@@ -585,6 +640,8 @@ fn server_config(e: &mut Errors, raw: RawServer) -> ServerConfig {
         keep_alive,
         shutdown_grace,
         workers,
+        client_ipv4_prefix,
+        client_ipv6_prefix,
         rate_limit: _, // resolved together with the routes
     } = raw;
     let listen = listen
@@ -672,6 +729,25 @@ fn server_config(e: &mut Errors, raw: RawServer) -> ServerConfig {
             Duration::from_secs(30),
         ),
         workers,
+        address_prefixes: AddressPrefixes {
+            v4: prefix_length(e, "server.client_ipv4_prefix", client_ipv4_prefix, 32),
+            v6: prefix_length(e, "server.client_ipv6_prefix", client_ipv6_prefix, 64),
+        },
+    }
+}
+
+/// A network prefix length between 1 and `max` bits, `max` when unset.
+fn prefix_length(e: &mut Errors, path: &str, value: Option<u8>, max: u8) -> u8 {
+    match value {
+        None => max,
+        Some(bits) if (1..=max).contains(&bits) => bits,
+        Some(bits) => {
+            e.push(
+                path,
+                format!("{bits} is not a prefix length from 1 to {max}"),
+            );
+            max
+        }
     }
 }
 
@@ -709,6 +785,8 @@ fn storage_config(e: &mut Errors, raw: RawStorage) -> StorageConfig {
         path,
         cache_capacity,
         session_cache,
+        rate_limit_keys,
+        login_throttle_keys,
         flush_interval,
         sweep_interval,
     } = raw;
@@ -723,6 +801,13 @@ fn storage_config(e: &mut Errors, raw: RawStorage) -> StorageConfig {
         },
         cache_capacity: cache_capacity.map_or(16 * 1024 * 1024, |s| s.0),
         session_cache: at_least_one(e, "storage.session_cache", session_cache, 50_000),
+        rate_limit_keys: at_least_one(e, "storage.rate_limit_keys", rate_limit_keys, 100_000),
+        login_throttle_keys: at_least_one(
+            e,
+            "storage.login_throttle_keys",
+            login_throttle_keys,
+            100_000,
+        ),
         flush_interval: positive(
             e,
             "storage.flush_interval",

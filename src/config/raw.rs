@@ -23,6 +23,8 @@ pub struct RawServer {
     pub keep_alive: Option<HumanDuration>,
     pub shutdown_grace: Option<HumanDuration>,
     pub workers: Option<usize>,
+    pub client_ipv4_prefix: Option<u8>,
+    pub client_ipv6_prefix: Option<u8>,
     /// The rate-limit policies applied to routes that name none.
     pub rate_limit: Option<OneOrMany>,
 }
@@ -92,6 +94,8 @@ pub struct RawLogin {
     pub max_failures_per_user: Option<u64>,
     pub max_failures_per_ip: Option<u64>,
     pub failure_window: Option<HumanDuration>,
+    pub max_concurrent_hashes: Option<usize>,
+    pub max_hash_wait: Option<HumanDuration>,
 }
 
 /// `[storage]`: the embedded database.
@@ -101,6 +105,8 @@ pub struct RawStorage {
     pub path: Option<String>,
     pub cache_capacity: Option<ByteSize>,
     pub session_cache: Option<usize>,
+    pub rate_limit_keys: Option<usize>,
+    pub login_throttle_keys: Option<usize>,
     pub flush_interval: Option<HumanDuration>,
     pub sweep_interval: Option<HumanDuration>,
 }

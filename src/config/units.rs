@@ -7,6 +7,22 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+/// The longest duration accepted anywhere: ten years. Longer ones only
+/// overflow clocks and date formats.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Parses a duration with a unit (`"250ms"`, `"30s"`, `"5m"`, `"1h 30m"`),
+/// at most [`MAX_DURATION`].
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text.trim()).map_err(|_| {
+        format!("{text:?} is not a duration (use a unit, such as \"250ms\", \"30s\" or \"5m\")")
+    })?;
+    if duration > MAX_DURATION {
+        return Err(format!("{text:?} is too long (at most 10 years)"));
+    }
+    Ok(duration)
+}
+
 /// A duration written with a unit, e.g. `"30s"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -20,13 +36,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 f.write_str("a duration with a unit, such as \"250ms\", \"30s\" or \"5m\"")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
-                humantime::parse_duration(text.trim())
-                    .map(HumanDuration)
-                    .map_err(|_| {
-                        E::custom(format!(
-                            "{text:?} is not a duration (use a unit, such as \"250ms\", \"30s\" or \"5m\")"
-                        ))
-                    })
+                parse_duration(text).map(HumanDuration).map_err(E::custom)
             }
         }
         deserializer.deserialize_str(DurationVisitor)
@@ -84,6 +94,8 @@ mod tests {
         assert_eq!(duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(duration("5m").unwrap(), Duration::from_secs(300));
         assert!(duration("5").unwrap_err().contains("is not a duration"));
+        assert!(duration("10000y").unwrap_err().contains("too long"));
+        assert!(duration("3650d").is_ok());
         assert!(duration("soon").is_err());
     }
 

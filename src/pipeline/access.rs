@@ -12,8 +12,8 @@ use actix_web::http::{header, StatusCode};
 use actix_web::web::Bytes;
 use slog::{Level, Record, Serializer, KV};
 
-use crate::app::AppState;
 use crate::pipeline::RequestCtx;
+use crate::state::AppState;
 use crate::telemetry::{method_label, status_class, InFlight, Logging};
 
 /// A response body that writes the access log line when it is dropped.

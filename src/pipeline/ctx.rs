@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use actix_web::http::header::HeaderValue;
 use actix_web::HttpRequest;
 
-use crate::auth::{Session, User};
+use crate::auth::{Rejection, Session, User};
 
 use crate::config::Route;
 use crate::error::GatewayError;
 use crate::pipeline::Runtime;
+use crate::state::AppState;
 
 /// What the pipeline learned about one request.
 pub struct RequestCtx {
@@ -37,17 +38,66 @@ pub struct RequestCtx {
     pub principal: Option<(Arc<User>, Arc<Session>)>,
     /// The authentication outcome, for the access log and metrics.
     pub auth: &'static str,
-    /// A `Set-Cookie` to add to whatever response is sent (token rotation).
+    /// A `Set-Cookie` to add to whatever response is sent (token rotation,
+    /// logout).
     pub set_cookie: Option<HeaderValue>,
+    /// Whatever the answer, it must not be cached (it depends on credentials).
+    pub no_store: bool,
     /// The rate-limit decisions made for this request.
     pub rate_limit: crate::ratelimit::Outcome,
 }
 
 impl RequestCtx {
+    /// The context of a request just received, served with `runtime`.
+    pub fn new(req: &HttpRequest, runtime: Arc<Runtime>) -> RequestCtx {
+        let peer_ip = req
+            .peer_addr()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+        let trusted = &runtime.config.server.trusted_proxies;
+        let peer_trusted = super::is_trusted(peer_ip, trusted);
+        let client_ip = super::resolve_client_ip(peer_ip, req.headers(), trusted);
+        RequestCtx {
+            started: Instant::now(),
+            req: req.clone(),
+            request_id: super::request_id::from_headers(req.headers()),
+            peer_ip,
+            peer_trusted,
+            client_ip,
+            runtime,
+            route: None,
+            upstream_time: None,
+            bytes_in: 0,
+            error: None,
+            upstream_failure: None,
+            principal: None,
+            auth: "none",
+            set_cookie: None,
+            no_store: false,
+            rate_limit: Default::default(),
+        }
+    }
+
     /// Notes who made the request, for logs and metrics.
     pub fn identify(&mut self, user: &Arc<User>, session: &Arc<Session>, outcome: &'static str) {
         self.principal = Some((user.clone(), session.clone()));
         self.auth = outcome;
+    }
+
+    /// Notes why a session token was refused and returns the answer. A
+    /// reused token is a security event: logged with what is known of the
+    /// request, and counted.
+    pub fn reject(&mut self, rejection: Rejection, state: &AppState) -> GatewayError {
+        if let Rejection::TokenReused(session) = &rejection {
+            state.metrics.token_reuse.inc();
+            slog::warn!(state.logging.logger, "rotated-out session token presented again; session revoked";
+                "event" => "token_reuse",
+                "session_id" => &*session.id,
+                "user_id" => &*session.user,
+                "client_ip" => self.client_ip.to_string(),
+                "request_id" => &self.request_id);
+        }
+        self.auth = rejection.outcome();
+        rejection.into()
     }
 
     /// Notes an error the gateway is about to answer with.

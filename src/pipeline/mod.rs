@@ -19,7 +19,6 @@ mod request_id;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::Method;
@@ -30,13 +29,13 @@ pub use access::{write_access_line, LoggedBody};
 pub use client_ip::{is_trusted, resolve as resolve_client_ip};
 pub use ctx::RequestCtx;
 
-use crate::app::AppState;
 use crate::auth::{self, csrf, endpoints, Rejection};
 use crate::config::{AuthPolicy, Config, Route};
 use crate::error::GatewayError;
 use crate::proxy::{self, UpstreamClient};
 use crate::ratelimit;
 use crate::routing::{self, RouteMiss, RouteTable};
+use crate::state::AppState;
 
 /// `X-Request-Id`, sent upstream and back to the client.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(request_id::HEADER);
@@ -67,7 +66,7 @@ pub async fn handle(
     state: web::Data<AppState>,
     client: web::Data<UpstreamClient>,
 ) -> HttpResponse<LoggedBody> {
-    let mut ctx = new_ctx(&req, &state);
+    let mut ctx = RequestCtx::new(&req, state.runtime.load_full());
     let guard = state.metrics.in_flight_guard();
     let outcome = catch_panic(run_phases(&req, payload, &state, &client, &mut ctx)).await;
     let response = match outcome {
@@ -94,34 +93,6 @@ async fn catch_panic<T>(future: impl std::future::Future<Output = T>) -> Result<
         .catch_unwind()
         .await
         .map_err(|panic| crate::telemetry::panic_message(panic.as_ref()))
-}
-
-fn new_ctx(req: &HttpRequest, state: &AppState) -> RequestCtx {
-    let runtime = state.runtime.load_full();
-    let peer_ip = req
-        .peer_addr()
-        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
-    let trusted = &runtime.config.server.trusted_proxies;
-    let peer_trusted = is_trusted(peer_ip, trusted);
-    let client_ip = resolve_client_ip(peer_ip, req.headers(), trusted);
-    RequestCtx {
-        started: Instant::now(),
-        req: req.clone(),
-        request_id: request_id::from_headers(req.headers()),
-        peer_ip,
-        peer_trusted,
-        client_ip,
-        runtime,
-        route: None,
-        upstream_time: None,
-        bytes_in: 0,
-        error: None,
-        upstream_failure: None,
-        principal: None,
-        auth: "none",
-        set_cookie: None,
-        rate_limit: Default::default(),
-    }
 }
 
 async fn run_phases(
@@ -173,6 +144,10 @@ async fn authenticate(
             Ok(principal) if csrf::allows(req, session, ctx.peer_trusted) => {
                 ctx.identify(&principal.user, &principal.session, "public")
             }
+            Err(rejection @ Rejection::TokenReused(_)) => {
+                ctx.reject(rejection, state);
+                ctx.auth = "public";
+            }
             _ => ctx.auth = "public",
         }
         return Ok(());
@@ -180,8 +155,7 @@ async fn authenticate(
     let principal = match outcome {
         Ok(principal) => principal,
         Err(rejection) => {
-            let error = endpoints::rejection_error(rejection);
-            ctx.auth = error.code();
+            let error = ctx.reject(rejection, state);
             if route.login_redirect && wants_html(req) {
                 let target = match req.uri().query() {
                     Some(query) => format!("{}?{query}", req.path()),
@@ -222,7 +196,10 @@ fn rate_limit(
         return Ok(());
     }
     let who = ratelimit::Requester {
-        client_ip: ctx.client_ip,
+        client: ratelimit::AddressKey::new(
+            ctx.client_ip,
+            ctx.runtime.config.server.address_prefixes,
+        ),
         principal: ctx
             .principal
             .as_ref()
@@ -300,6 +277,12 @@ fn finish(
         response.headers_mut().insert(REQUEST_ID_HEADER, id);
     }
     ctx.rate_limit.write_headers(response.headers_mut());
+    if ctx.no_store {
+        response.headers_mut().insert(
+            actix_web::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+    }
     if let Some(cookie) = ctx.set_cookie.take() {
         response
             .headers_mut()

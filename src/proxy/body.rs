@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_web::error::PayloadError;
-use actix_web::web::{Bytes, Payload};
-use futures_util::Stream;
+use actix_web::web::{Bytes, BytesMut, Payload};
+use futures_util::{Stream, StreamExt as _};
 use tokio::time::{sleep, Instant, Sleep};
 
 /// Why the gateway stopped reading a request body.
@@ -56,6 +56,18 @@ impl LimitedBody {
         self.outcome.failure.set(Some(failure));
         Poll::Ready(Some(Err(BodyError(failure))))
     }
+}
+
+/// Reads a whole (small) body the gateway answers itself, such as a login
+/// form or an admin API call: at most `limit` bytes, with no pause longer than `idle`.
+pub async fn read_body(payload: Payload, limit: u64, idle: Duration) -> Result<Bytes, BodyFailure> {
+    let outcome = Rc::new(BodyOutcome::default());
+    let mut body = LimitedBody::new(payload, limit, idle, outcome);
+    let mut bytes = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        bytes.extend_from_slice(&chunk.map_err(|BodyError(failure)| failure)?);
+    }
+    Ok(bytes.freeze())
 }
 
 /// The error the upstream client sees when the body is cut off.

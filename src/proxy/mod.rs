@@ -13,7 +13,7 @@ use actix_web::http::{Method, StatusCode, Uri};
 use actix_web::{web, HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
 
-pub use body::{BodyFailure, BodyOutcome};
+pub use body::{read_body, BodyFailure, BodyOutcome};
 
 use crate::config::{Config, Route, ServerConfig, UpstreamConfig};
 use crate::error::{GatewayError, UpstreamFailure};
@@ -222,32 +222,29 @@ fn request_body(
     })
 }
 
-/// Maps a failed exchange to the gateway's answer.
+/// Maps a failed exchange to the gateway's answer: a body the client cut
+/// off is the client's fault, whatever else the exchange then reported.
 fn classify(err: &SendRequestError, body: Option<BodyFailure>) -> GatewayError {
-    match (body, err) {
-        (Some(BodyFailure::TooLarge), _) => GatewayError::PayloadTooLarge,
-        (Some(BodyFailure::Timeout), _) => GatewayError::BodyTimeout,
-        (Some(BodyFailure::Client), _) | (None, SendRequestError::Body(_)) => {
-            GatewayError::BadRequest("the request body was malformed or cut short".into())
-        }
-        (None, SendRequestError::Timeout) => GatewayError::GatewayTimeout,
-        (
-            None,
-            SendRequestError::Connect(
-                ConnectError::Resolver(_) | ConnectError::NoRecords | ConnectError::Unresolved,
-            ),
+    if let Some(failure) = body {
+        return failure.into();
+    }
+    match err {
+        SendRequestError::Body(_) => BodyFailure::Client.into(),
+        SendRequestError::Timeout => GatewayError::GatewayTimeout,
+        SendRequestError::Connect(
+            ConnectError::Resolver(_) | ConnectError::NoRecords | ConnectError::Unresolved,
         ) => GatewayError::BadGateway(UpstreamFailure::Dns),
-        (None, SendRequestError::Connect(ConnectError::Io(io)))
+        SendRequestError::Connect(ConnectError::Io(io))
             if io.kind() == std::io::ErrorKind::InvalidData =>
         {
             GatewayError::BadGateway(UpstreamFailure::Tls)
         }
-        (None, SendRequestError::Connect(ConnectError::SslIsNotSupported)) => {
+        SendRequestError::Connect(ConnectError::SslIsNotSupported) => {
             GatewayError::BadGateway(UpstreamFailure::Tls)
         }
-        (None, SendRequestError::Connect(_)) => GatewayError::BadGateway(UpstreamFailure::Connect),
-        (None, SendRequestError::Send(_)) => GatewayError::BadGateway(UpstreamFailure::Send),
-        (None, _) => GatewayError::BadGateway(UpstreamFailure::Response),
+        SendRequestError::Connect(_) => GatewayError::BadGateway(UpstreamFailure::Connect),
+        SendRequestError::Send(_) => GatewayError::BadGateway(UpstreamFailure::Send),
+        _ => GatewayError::BadGateway(UpstreamFailure::Response),
     }
 }
 

@@ -4,7 +4,7 @@
 mod store;
 mod window;
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ pub use store::{CounterStore, StoreError};
 pub use window::{Decision, WindowCounter};
 
 use crate::auth::{Session, User};
-use crate::config::{FailMode, KeyPart, RateLimitPolicy, Route};
+use crate::config::{AddressPrefixes, FailMode, KeyPart, RateLimitPolicy, Route};
 use crate::error::GatewayError;
 use crate::storage::now_ms;
 
@@ -55,9 +55,46 @@ pub struct Outcome {
     pub store_errors: Vec<Arc<str>>,
 }
 
+/// The sled tree holding rate-limit counters (login throttling has its own).
+pub const COUNTER_TREE: &str = "ratelimit_counters";
+
+/// A client address as limits count it: the whole address for IPv4 (by
+/// default), the network for IPv6, since one host usually owns a whole /64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressKey {
+    network: ipnet::IpNet,
+}
+
+impl AddressKey {
+    /// The key of `ip`: its network of the configured prefix length. An
+    /// IPv4 address seen through an IPv6 socket (`::ffff:a.b.c.d`) counts as IPv4.
+    pub fn new(ip: IpAddr, prefixes: AddressPrefixes) -> AddressKey {
+        let ip = ip.to_canonical();
+        let prefix = match ip {
+            IpAddr::V4(_) => prefixes.v4,
+            IpAddr::V6(_) => prefixes.v6,
+        };
+        let network = ipnet::IpNet::new(ip, prefix)
+            .map(|net| net.trunc())
+            .unwrap_or_else(|_| ipnet::IpNet::from(ip));
+        AddressKey { network }
+    }
+}
+
+impl fmt::Display for AddressKey {
+    /// A whole address prints as itself, a network as `addr/len`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.network.prefix_len() == self.network.max_prefix_len() {
+            write!(f, "{}", self.network.addr())
+        } else {
+            write!(f, "{}", self.network)
+        }
+    }
+}
+
 /// Who is asking, as the key parts see it.
 pub struct Requester<'a> {
-    pub client_ip: IpAddr,
+    pub client: AddressKey,
     pub principal: Option<(&'a User, &'a Session)>,
 }
 
@@ -123,10 +160,10 @@ pub fn counter_key(
     for part in &policy.key {
         key.push('|');
         let _ = match (part, who.principal) {
-            (KeyPart::Ip, _) => write!(key, "{}", who.client_ip),
+            (KeyPart::Ip, _) => write!(key, "{}", who.client),
             (KeyPart::User, Some((user, _))) => write!(key, "user:{}", user.name),
             (KeyPart::Session, Some((_, session))) => write!(key, "session:{}", session.id),
-            (KeyPart::User | KeyPart::Session, None) => write!(key, "ip:{}", who.client_ip),
+            (KeyPart::User | KeyPart::Session, None) => write!(key, "ip:{}", who.client),
             (KeyPart::Route, _) => write!(key, "{}", route.id),
             (KeyPart::Method, _) => write!(key, "{}", req.method()),
             (KeyPart::Header(name), _) => {
@@ -262,9 +299,23 @@ mod tests {
 
     fn anonymous() -> Requester<'static> {
         Requester {
-            client_ip: "192.0.2.7".parse().unwrap(),
+            client: AddressKey::new("192.0.2.7".parse().unwrap(), AddressPrefixes::default()),
             principal: None,
         }
+    }
+
+    #[test]
+    fn addresses_count_by_prefix() {
+        let key = |ip: &str, v4, v6| {
+            AddressKey::new(ip.parse().unwrap(), AddressPrefixes { v4, v6 }).to_string()
+        };
+        assert_eq!(key("192.0.2.7", 32, 64), "192.0.2.7");
+        assert_eq!(key("192.0.2.7", 24, 64), "192.0.2.0/24");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6", 32, 64), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff::1", 32, 64), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8::1", 32, 128), "2001:db8::1");
+        // IPv4 through a dual-stack socket is IPv4, not one big ::ffff:0:0/64.
+        assert_eq!(key("::ffff:192.0.2.7", 32, 64), "192.0.2.7");
     }
 
     #[test]

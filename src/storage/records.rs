@@ -22,6 +22,9 @@ pub struct UserRecord {
     pub disabled: bool,
     pub created_at: u64,
     pub updated_at: u64,
+    /// Bumped by every change to the account; sessions issued before it end.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// A session. Only hashes of its tokens are stored, so a copy of the
@@ -31,12 +34,19 @@ pub struct SessionRecord {
     pub v: u32,
     pub id: String,
     pub user: String,
+    /// The user's `generation` when the session was issued.
+    #[serde(default)]
+    pub user_generation: u64,
     /// Hex SHA-256 of the current token.
     pub token_hash: String,
     /// Hex SHA-256 of the token replaced by the last rotation, accepted until
     /// `previous_valid_until`.
     pub previous_token_hash: Option<String>,
     pub previous_valid_until: u64,
+    /// Hex SHA-256 of tokens rotated out before the previous one, newest
+    /// first: presenting one of them revokes the session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_token_hashes: Vec<String>,
     pub created_at: u64,
     pub token_issued_at: u64,
     pub last_seen: u64,

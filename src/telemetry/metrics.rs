@@ -2,8 +2,8 @@
 //! never the raw path, so cardinality stays bounded by the configuration.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the gateway exports, registered in its own registry.
@@ -21,6 +21,9 @@ pub struct Metrics {
     pub logins: IntCounterVec,
     pub sessions_active: IntGauge,
     pub rate_limit_decisions: IntCounterVec,
+    pub counter_keys: IntGaugeVec,
+    counter_evictions: IntCounterVec,
+    pub token_reuse: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -101,6 +104,27 @@ impl Metrics {
             &["policy", "outcome"],
         )
         .expect("valid metric");
+        let counter_keys = IntGaugeVec::new(
+            Opts::new(
+                "counter_keys",
+                "Keys held in memory by each counter store (rate_limit, login_throttle)",
+            ),
+            &["store"],
+        )
+        .expect("valid metric");
+        let counter_evictions = IntCounterVec::new(
+            Opts::new(
+                "counter_evictions_total",
+                "Keys evicted from a full counter store to make room for new ones",
+            ),
+            &["store"],
+        )
+        .expect("valid metric");
+        let token_reuse = IntCounter::new(
+            "token_reuse_total",
+            "Rotated-out session tokens presented again (each revokes its session)",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -113,6 +137,9 @@ impl Metrics {
             Box::new(logins.clone()),
             Box::new(sessions_active.clone()),
             Box::new(rate_limit_decisions.clone()),
+            Box::new(counter_keys.clone()),
+            Box::new(counter_evictions.clone()),
+            Box::new(token_reuse.clone()),
         ] {
             registry
                 .register(collector)
@@ -137,7 +164,15 @@ impl Metrics {
             logins,
             sessions_active,
             rate_limit_decisions,
+            counter_keys,
+            counter_evictions,
+            token_reuse,
         }
+    }
+
+    /// The eviction counter of one counter store (`rate_limit`, `login_throttle`).
+    pub fn counter_evictions(&self, store: &str) -> IntCounter {
+        self.counter_evictions.with_label_values(&[store])
     }
 
     /// Counts a request as in flight until the guard is dropped.

@@ -1,5 +1,5 @@
 //! Token rotation after `rotate_after`, with the old token accepted for
-//! `rotation_grace`.
+//! `rotation_grace` and treated as stolen after it.
 
 use reqwest::Method;
 
@@ -7,6 +7,7 @@ use super::{
     add_user, browser, get_with, login, outcome, protected, session_cookie, with_token, SetCookie,
     COOKIE, PASSWORD,
 };
+use crate::common::http::{metrics, sample};
 use crate::common::{eventually, json, Echo, Gateway, SOON};
 
 fn rotating(echo: &Echo) -> crate::common::Setup {
@@ -68,14 +69,27 @@ async fn tokens_rotate_and_the_old_one_is_accepted_for_the_grace_period() {
     assert!(session_cookie(&response, COOKIE).is_none());
     assert_eq!(json(response).await["session_id"], session_id);
 
-    // After the grace period the old token is refused, the new one is not.
+    // After the grace period the old token is a copy that should no longer
+    // exist: presenting it revokes the whole session, as refresh-token
+    // rotation does, so a stolen token dies with the session it was stolen from.
     let refused = eventually("the old token to be refused", SOON, || async {
         let result = outcome(&gateway, "/p/x", &old).await;
         (result.0 != 200).then_some(result)
     })
     .await;
-    assert_eq!(refused, (401, "token_expired".into()));
-    assert_eq!(outcome(&gateway, "/p/x", &new).await.0, 200);
+    assert_eq!(refused, (401, "token_revoked".into()));
+    assert_eq!(
+        outcome(&gateway, "/p/x", &new).await,
+        (401, "token_revoked".into())
+    );
+    let event = gateway.wait_for_log(|v| v["event"] == "token_reuse", SOON);
+    assert_eq!(event["session_id"], session_id);
+    assert_eq!(event["level"], "warn");
+    let metrics = metrics(&gateway.admin_url("/metrics")).await;
+    assert_eq!(
+        sample(&metrics, "portcullis_token_reuse_total", &[]),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
