@@ -24,6 +24,8 @@ mod admin;
 mod auth;
 #[path = "integration/cli.rs"]
 mod cli;
+#[path = "integration/hardening.rs"]
+mod hardening;
 #[path = "integration/lifecycle.rs"]
 mod lifecycle;
 #[path = "integration/limits.rs"]

@@ -20,58 +20,65 @@ use crate::state::AppState;
 /// Largest login body accepted.
 const LOGIN_BODY_LIMIT: u64 = 16 * 1024;
 
-/// Whether `path` is one of the session endpoints, which take precedence over routes.
-pub fn is_endpoint(path: &str, config: &Config) -> bool {
+/// The gateway's own session endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Login,
+    Logout,
+    Session,
+}
+
+/// The session endpoint a request's match key names, if any; they take
+/// precedence over routes, and are matched like routes (any case, `;`
+/// parameters and a trailing slash ignored).
+pub fn endpoint(key: &str, config: &Config) -> Option<Endpoint> {
     let s = &config.session;
-    path == s.login_path || path == s.logout_path || path == s.session_path
+    [
+        (&s.login_path, Endpoint::Login),
+        (&s.logout_path, Endpoint::Logout),
+        (&s.session_path, Endpoint::Session),
+    ]
+    .into_iter()
+    .find(|(path, _)| key.eq_ignore_ascii_case(path))
+    .map(|(_, endpoint)| endpoint)
 }
 
 /// Answers a request for one of the session endpoints.
 pub async fn dispatch(
-    path: &str,
+    endpoint: Endpoint,
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
     config: &Config,
     ctx: &mut RequestCtx,
 ) -> Result<HttpResponse, GatewayError> {
-    let session = &config.session;
     let method = req.method();
     // Every answer here depends on credentials, errors included.
     ctx.no_store = true;
     // Login and logout are CSRF-checked like any cookie-authenticated unsafe
     // request: no other site may sign a user in to an account of its choosing.
-    if !csrf::allows(req, session, ctx.peer_trusted) {
+    if !csrf::allows(req, &config.session, ctx.peer_trusted) {
         return Err(GatewayError::CsrfRejected);
     }
-    if path == session.login_path {
-        match *method {
-            Method::GET | Method::HEAD => Ok(login_page(
-                req.query_string(),
-                None,
-                actix_web::http::StatusCode::OK,
-            )),
-            Method::POST => login(req, payload, state, config, ctx).await,
-            _ => Err(GatewayError::MethodNotAllowed {
-                allow: "GET, HEAD, POST".into(),
-            }),
+    let not_allowed = |allow: &str| {
+        Err(GatewayError::MethodNotAllowed {
+            allow: allow.into(),
+        })
+    };
+    match (endpoint, method.clone()) {
+        (Endpoint::Login, Method::GET | Method::HEAD) => Ok(login_page(
+            req.query_string(),
+            None,
+            actix_web::http::StatusCode::OK,
+        )),
+        (Endpoint::Login, Method::POST) => login(req, payload, state, config, ctx).await,
+        (Endpoint::Login, _) => not_allowed("GET, HEAD, POST"),
+        (Endpoint::Logout, Method::POST) => logout(req, state, config, ctx).await,
+        (Endpoint::Logout, _) => not_allowed("POST"),
+        (Endpoint::Session, Method::GET | Method::HEAD) => {
+            current_session(req, state, config, ctx).await
         }
-    } else if path == session.logout_path {
-        match *method {
-            Method::POST => logout(req, state, config, ctx).await,
-            _ => Err(GatewayError::MethodNotAllowed {
-                allow: "POST".into(),
-            }),
-        }
-    } else if path == session.session_path {
-        match *method {
-            Method::GET | Method::HEAD => current_session(req, state, config, ctx).await,
-            _ => Err(GatewayError::MethodNotAllowed {
-                allow: "GET, HEAD".into(),
-            }),
-        }
-    } else {
-        Err(GatewayError::NotFound)
+        (Endpoint::Session, _) => not_allowed("GET, HEAD"),
     }
 }
 

@@ -211,8 +211,8 @@ pub struct Route {
     /// `None` allows every method.
     pub methods: Option<Vec<Method>>,
     pub upstream: Upstream,
-    /// The literal prefix removed before forwarding, when `strip_prefix` is on.
-    pub strip_prefix: Option<String>,
+    /// Remove the pattern's leading literal segments before forwarding.
+    pub strip_prefix: bool,
     /// The route's own timeout, or `server.request_timeout`.
     pub timeout: Duration,
     pub preserve_host: bool,
@@ -251,7 +251,7 @@ impl Route {
             pattern: PathPattern::parse(path).unwrap(),
             methods: methods.map(|m| m.iter().map(|m| m.parse().unwrap()).collect()),
             upstream: Upstream::parse("http://127.0.0.1:1").unwrap(),
-            strip_prefix: None,
+            strip_prefix: false,
             timeout: Duration::from_secs(1),
             preserve_host: false,
             policy: AuthPolicy::Public,
@@ -966,16 +966,13 @@ fn routes_config(
         let timeout = positive(e, &key("timeout"), timeout, default_timeout);
         if let (Some(id), Some(pattern), Some(upstream), Some(path)) = (id, pattern, upstream, path)
         {
-            let strip_prefix = strip_prefix
-                .unwrap_or(false)
-                .then(|| pattern.literal_prefix());
             routes.push(Route {
                 id,
                 path,
                 pattern,
                 methods,
                 upstream,
-                strip_prefix,
+                strip_prefix: strip_prefix.unwrap_or(false),
                 timeout,
                 preserve_host: preserve_host.unwrap_or(false),
                 policy,

@@ -105,10 +105,11 @@ async fn run_phases(
     let runtime = ctx.runtime.clone();
     let config = &runtime.config;
     let path = admit(req, config)?;
-    if endpoints::is_endpoint(&path, config) {
-        return endpoints::dispatch(&path, req, payload, state, config, ctx).await;
+    let key = routing::match_key(&path);
+    if let Some(endpoint) = endpoints::endpoint(&key, config) {
+        return endpoints::dispatch(endpoint, req, payload, state, config, ctx).await;
     }
-    let route = route(&runtime, req, &path, ctx)?;
+    let route = route(&runtime, req, &key, ctx)?;
     authenticate(req, route, config, state, ctx).await?;
     rate_limit(req, route, state, ctx)?;
     proxy::forward(client, req, payload, route, &path, config, ctx).await
@@ -252,10 +253,10 @@ fn admit<'r>(
 fn route<'a>(
     runtime: &'a Runtime,
     req: &HttpRequest,
-    path: &str,
+    key: &str,
     ctx: &mut RequestCtx,
 ) -> Result<&'a Route, GatewayError> {
-    match runtime.routes.match_request(path, req.method()) {
+    match runtime.routes.match_request(key, req.method()) {
         Ok((index, route)) => {
             ctx.route = Some(index);
             Ok(route)

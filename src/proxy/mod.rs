@@ -156,9 +156,10 @@ pub fn request_host(req: &HttpRequest) -> Option<HeaderValue> {
 
 /// `scheme://authority` + base path + the (optionally stripped) request path + query.
 fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
-    let path = match &route.strip_prefix {
-        Some(prefix) => path.strip_prefix(prefix.as_str()).unwrap_or(path),
-        None => path,
+    let path = if route.strip_prefix {
+        strip_segments(path, route.pattern.literal_prefix_segments())
+    } else {
+        path
     };
     let path = if path.is_empty() { "/" } else { path };
     let upstream = &route.upstream;
@@ -182,6 +183,22 @@ fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Result<Uri, G
     }
     uri.parse()
         .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded".into()))
+}
+
+/// `path` without its first `n` segments (which matched the route's
+/// literal prefix, whatever their case or `;` parameters).
+fn strip_segments(path: &str, n: usize) -> &str {
+    let mut rest = path;
+    for _ in 0..n {
+        rest = match rest[1..].find('/') {
+            Some(end) => &rest[end + 1..],
+            None => "",
+        };
+        if rest.is_empty() {
+            break;
+        }
+    }
+    rest
 }
 
 /// The body to send upstream: none, a sized stream, or a chunked stream.
@@ -316,13 +333,21 @@ mod tests {
             upstream_uri(&route, "/api/v1/users", Some("a=1")).unwrap(),
             "http://127.0.0.1:9000/base/api/v1/users?a=1"
         );
-        route.strip_prefix = Some("/api/v1".into());
+        route.strip_prefix = true;
         assert_eq!(
             upstream_uri(&route, "/api/v1/users", None).unwrap(),
             "http://127.0.0.1:9000/base/users"
         );
         assert_eq!(
             upstream_uri(&route, "/api/v1", None).unwrap(),
+            "http://127.0.0.1:9000/base/"
+        );
+        assert_eq!(
+            upstream_uri(&route, "/API/v1;x=1/users/", None).unwrap(),
+            "http://127.0.0.1:9000/base/users/"
+        );
+        assert_eq!(
+            upstream_uri(&route, "/api/v1/", None).unwrap(),
             "http://127.0.0.1:9000/base/"
         );
     }

@@ -3,6 +3,11 @@
 //! The most specific route wins — exact, then parameterised (more literal
 //! segments first), then the longest prefix — with ties broken by declaration
 //! order. Tables are compiled once per configuration and shared read-only.
+//!
+//! Requests are matched on their [`match_key`]: without `;` parameters, in
+//! lower case, without a trailing slash (see [`path`] for why). Route
+//! literals are compared in lower case too, so `/Admin/*` and `/admin/*` are
+//! the same route path.
 
 mod path;
 
@@ -10,7 +15,7 @@ use std::collections::HashMap;
 
 use actix_web::http::Method;
 
-pub use path::{normalize, PathError};
+pub use path::{match_key, normalize, PathError};
 
 use crate::config::Route;
 
@@ -59,13 +64,13 @@ impl PathPattern {
                 return Err(format!(
                     "{text:?} is not a normalised path (empty or dot segment)"
                 ));
-            } else if raw.contains(['{', '}', '*', '%', '\\', '?', '#']) {
+            } else if raw.contains(['{', '}', '*', '%', '\\', '?', '#', ';']) {
                 return Err(format!(
-                    "{text:?}: segment {raw:?} may not contain '{{', '}}', '*', '%', '\\\\', '?' or '#' \
+                    "{text:?}: segment {raw:?} may not contain '{{', '}}', '*', '%', '\\\\', '?', '#' or ';' \
                      (use \"{{name}}\" for a parameter and a final \"/*\" for a prefix)"
                 ));
             } else {
-                segments.push(Segment::Literal(raw.to_owned()));
+                segments.push(Segment::Literal(raw.to_ascii_lowercase()));
             }
         }
         if wildcard && segments.contains(&Segment::Param) {
@@ -76,9 +81,18 @@ impl PathPattern {
         Ok(PathPattern { segments, wildcard })
     }
 
-    /// The leading literal part of the pattern (before any parameter or `*`),
-    /// which `strip_prefix` removes. `/api/v1/*` → `/api/v1`.
-    pub fn literal_prefix(&self) -> String {
+    /// How many leading literal segments the pattern has (before any
+    /// parameter or `*`): what `strip_prefix` removes. `/api/v1/*` → 2.
+    pub fn literal_prefix_segments(&self) -> usize {
+        self.segments
+            .iter()
+            .take_while(|s| matches!(s, Segment::Literal(_)))
+            .count()
+    }
+
+    /// The leading literal part of the pattern (before any parameter or
+    /// `*`), in lower case. `/api/v1/*` → `/api/v1`.
+    fn literal_prefix(&self) -> String {
         self.segments
             .iter()
             .map_while(|s| match s {
@@ -193,10 +207,10 @@ impl RouteTable {
         &self.routes
     }
 
-    /// Finds the route for a normalised path and a method, with its index.
-    pub fn match_request(&self, path: &str, method: &Method) -> Result<(usize, &Route), RouteMiss> {
+    /// Finds the route for a request's [`match_key`] and method, with its index.
+    pub fn match_request(&self, key: &str, method: &Method) -> Result<(usize, &Route), RouteMiss> {
         let mut path_matched: Vec<usize> = Vec::new();
-        for index in self.candidates(path) {
+        for index in self.candidates(key) {
             let route = &self.routes[index];
             if route.allows(method) {
                 return Ok((index, route));
@@ -211,7 +225,7 @@ impl RouteTable {
         ))
     }
 
-    /// Routes whose path matches, most specific first.
+    /// Routes whose path matches the key, most specific first.
     fn candidates<'a>(&'a self, path: &'a str) -> impl Iterator<Item = usize> + 'a {
         let exact = self.exact.get(path).into_iter().flatten().copied();
         let mut segments = path[1..].split('/');
@@ -286,7 +300,8 @@ mod tests {
     }
 
     fn id<'a>(t: &'a RouteTable, path: &str, method: Method) -> Result<&'a str, RouteMiss> {
-        t.match_request(path, &method).map(|(_, r)| r.id.as_str())
+        t.match_request(&match_key(path), &method)
+            .map(|(_, r)| r.id.as_str())
     }
 
     #[test]
@@ -301,9 +316,16 @@ mod tests {
         assert!(PathPattern::parse("/a//b").is_err());
         assert!(PathPattern::parse("/a/../b").is_err());
         assert!(PathPattern::parse("/a/{id}/*").is_err());
+        assert!(PathPattern::parse("/a;b").is_err());
         assert_eq!(
-            PathPattern::parse("/api/v1/*").unwrap().literal_prefix(),
+            PathPattern::parse("/API/v1/*").unwrap().literal_prefix(),
             "/api/v1"
+        );
+        assert_eq!(
+            PathPattern::parse("/api/v1/*")
+                .unwrap()
+                .literal_prefix_segments(),
+            2
         );
     }
 
@@ -391,6 +413,24 @@ mod tests {
             id(&t, "/acme/items", Method::GET),
             Err(RouteMiss::MethodNotAllowed("PUT".into()))
         );
+    }
+
+    #[test]
+    fn case_parameters_and_trailing_slashes_match_the_same_route() {
+        let t = table(vec![
+            route("public", "/*", None),
+            route("admin", "/Admin/*", None),
+            route("user", "/users/{id}", None),
+            route("me", "/users/me", None),
+        ]);
+        for path in ["/admin/x", "/ADMIN/x", "/admin;x=1/x", "/admin/", "/Admin"] {
+            assert_eq!(id(&t, path, Method::GET), Ok("admin"), "{path}");
+        }
+        assert_eq!(id(&t, "/users/me/", Method::GET), Ok("me"));
+        assert_eq!(id(&t, "/Users/ME", Method::GET), Ok("me"));
+        assert_eq!(id(&t, "/users/me;v=2", Method::GET), Ok("me"));
+        assert_eq!(id(&t, "/users/7/", Method::GET), Ok("user"));
+        assert_eq!(id(&t, "/users/;x/me", Method::GET), Ok("me"));
     }
 
     #[test]

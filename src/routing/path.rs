@@ -1,8 +1,23 @@
-//! Request path normalisation.
+//! Request path normalisation, and the key routes are matched on.
 //!
-//! Routes are matched against, and upstreams receive, the normalised path only,
-//! so `//`, `/./`, `/../` and percent-encoded dot segments can never be used to
-//! reach one route through another's prefix (`/public/%2e%2e/admin` is `/admin`).
+//! Upstreams receive the normalised path only, so `//`, `/./`, `/../` and
+//! percent-encoded dot segments can never be used to reach one route through
+//! another's prefix (`/public/%2e%2e/admin` is `/admin`).
+//!
+//! Routes are matched on a looser key than the path itself, so that a path
+//! an upstream would read as a protected route's path is matched (and
+//! authorised) by that route, whatever framework the upstream runs:
+//! - `;` path parameters are ignored (`/admin;x=1/users` is `/admin/users`),
+//!   as servlet containers (Tomcat, Jetty, Spring) ignore them;
+//! - letter case is ignored (`/ADMIN` is `/admin`), as Express, ASP.NET and
+//!   case-insensitive file systems do;
+//! - a trailing slash is ignored (`/admin/` is `/admin`), as Express and
+//!   Spring (before 6) do.
+//!
+//! A dot segment carrying parameters (`..;`, `.;x`, `%2e%2e;`, `..%3B`) is
+//! refused outright: servlet containers resolve `/public/..;/admin` to
+//! `/admin`, other servers treat `..;` as a plain name, and no single reading
+//! is safe for both.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -18,6 +33,9 @@ pub enum PathError {
     /// decode them, which is exactly what path-confusion attacks exploit.
     #[error("the request path contains an encoded slash, backslash or NUL")]
     ForbiddenCharacter,
+    /// `..;`, `.;x` and their encodings: resolved by some upstreams, not by others.
+    #[error("the request path has a dot segment with ';' parameters")]
+    DotSegmentWithParams,
 }
 
 /// Returns the canonical form of `path` (RFC 3986 §6.2.2): percent-encoded
@@ -35,6 +53,9 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     let mut trailing_slash = false;
     for raw in path[1..].split('/') {
         let segment = decode_unreserved(raw)?;
+        if is_dot_with_params(&segment) {
+            return Err(PathError::DotSegmentWithParams);
+        }
         trailing_slash = matches!(segment.as_str(), "" | "." | "..");
         match segment.as_str() {
             "" | "." => {}
@@ -55,15 +76,54 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(out))
 }
 
-/// True when no rewriting is needed: the common case on the hot path.
+/// True when no rewriting or checking is needed: the common case on the hot path.
 fn is_canonical(path: &str) -> bool {
     let bytes = path.as_bytes();
-    !bytes.iter().any(|&b| b == b'%' || b == b'\\')
+    !bytes.iter().any(|&b| b == b'%' || b == b'\\' || b == b';')
         && !path.contains("//")
         && !path.contains("/./")
         && !path.contains("/../")
         && !path.ends_with("/.")
         && !path.ends_with("/..")
+}
+
+/// A decoded segment whose part before its parameters is `.` or `..`, with
+/// parameters after it (`;` raw or still encoded as `%3B`).
+fn is_dot_with_params(segment: &str) -> bool {
+    let name = segment
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .split("%3B")
+        .next()
+        .unwrap_or_default();
+    (name == "." || name == "..") && name.len() < segment.len()
+}
+
+/// The key a normalised path is matched on: every segment without its `;`
+/// parameters, ASCII lower case, and no empty segment, so no trailing slash
+/// (except for `/`): servlet containers drop the empty segment that
+/// `/admin/;x/users` leaves, and so must the key. Borrowed when the path is
+/// already its own key, the common case.
+pub fn match_key(path: &str) -> Cow<'_, str> {
+    let bytes = path.as_bytes();
+    let plain = !bytes.iter().any(|&b| b == b';' || b.is_ascii_uppercase())
+        && (path.len() == 1 || !path.ends_with('/'));
+    if plain {
+        return Cow::Borrowed(path);
+    }
+    let mut key = String::with_capacity(path.len());
+    for segment in path[1..].split('/') {
+        let name = segment.split(';').next().unwrap_or_default();
+        if !name.is_empty() {
+            key.push('/');
+            key.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+        }
+    }
+    if key.is_empty() {
+        key.push('/');
+    }
+    Cow::Owned(key)
 }
 
 fn decode_unreserved(segment: &str) -> Result<String, PathError> {
@@ -145,6 +205,44 @@ mod tests {
         assert_eq!(norm("/%70ublic/x"), "/public/x");
         assert_eq!(norm("/a%20b/%c3%a9"), "/a%20b/%C3%A9");
         assert_eq!(norm("/caf\u{e9}/x%41"), "/caf\u{e9}/xA");
+    }
+
+    #[test]
+    fn refuses_dot_segments_with_parameters_in_every_spelling() {
+        for path in [
+            "/public/..;/admin/x",
+            "/public/..;jsessionid=1/admin",
+            "/public/.;/x",
+            "/public/%2e%2e;/admin",
+            "/public/%2E%2E;x/admin",
+            "/public/..%3b/admin",
+            "/public/..%3B/admin",
+            "/public/.%2e%3Bx/admin",
+            "/..;",
+        ] {
+            assert_eq!(
+                normalize(path),
+                Err(PathError::DotSegmentWithParams),
+                "{path}"
+            );
+        }
+        // Parameters elsewhere are kept, and so are names that merely start with dots.
+        assert_eq!(norm("/a;b=1/c"), "/a;b=1/c");
+        assert_eq!(norm("/...;x/y"), "/...;x/y");
+        assert_eq!(norm("/..a;x/y"), "/..a;x/y");
+    }
+
+    #[test]
+    fn match_keys_ignore_parameters_case_and_a_trailing_slash() {
+        assert!(matches!(match_key("/api/v1/users"), Cow::Borrowed(_)));
+        assert!(matches!(match_key("/"), Cow::Borrowed(_)));
+        assert_eq!(match_key("/admin;x=1/users"), "/admin/users");
+        assert_eq!(match_key("/ADMIN/Users"), "/admin/users");
+        assert_eq!(match_key("/admin/"), "/admin");
+        assert_eq!(match_key("/admin;jsessionid=X/"), "/admin");
+        assert_eq!(match_key("/;x"), "/");
+        assert_eq!(match_key("/admin/;x/users"), "/admin/users");
+        assert_eq!(match_key("/caf%C3%A9"), "/caf%c3%a9");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Setup {
     routes: Vec<RouteBuilder>,
     raw: Vec<String>,
     defaults: bool,
+    /// A whole configuration file used as it is (see [`Setup::file`]).
+    file: Option<String>,
 }
 
 impl Setup {
@@ -30,6 +32,17 @@ impl Setup {
             routes: Vec::new(),
             raw: Vec::new(),
             defaults: true,
+            file: None,
+        }
+    }
+
+    /// A whole configuration file (e.g. a shipped example) used as it is,
+    /// with `$DIR` substituted and no test defaults: set listeners and
+    /// storage with `PORTCULLIS_*` variables on the launch.
+    pub fn file(text: &str) -> Setup {
+        Setup {
+            file: Some(text.to_owned()),
+            ..Setup::bare()
         }
     }
 
@@ -118,6 +131,9 @@ impl Setup {
 
     /// The configuration file text for a test whose temporary directory is `dir`.
     pub fn render(&self, dir: &Path) -> String {
+        if let Some(file) = &self.file {
+            return substitute(file, dir);
+        }
         let mut out = String::new();
         for (name, lines) in &self.sections {
             let mut lines = lines.clone();

@@ -1,0 +1,5 @@
+//! The adversarial suite: hostile and slow clients, ambiguous paths and
+//! headers, and faults, each against the real binary.
+
+#[path = "hardening/paths.rs"]
+mod paths;
