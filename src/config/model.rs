@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// How much of a client address per-address limits and login throttling count by.
     pub address_prefixes: AddressPrefixes,
+    /// Forward request headers whose names contain `_` (dropped by default).
+    pub allow_underscore_headers: bool,
 }
 
 /// Prefix lengths that turn a client address into the network counted by
@@ -640,6 +642,7 @@ fn server_config(e: &mut Errors, raw: RawServer) -> ServerConfig {
         keep_alive,
         shutdown_grace,
         workers,
+        allow_underscore_headers,
         client_ipv4_prefix,
         client_ipv6_prefix,
         rate_limit: _, // resolved together with the routes
@@ -729,6 +732,7 @@ fn server_config(e: &mut Errors, raw: RawServer) -> ServerConfig {
             Duration::from_secs(30),
         ),
         workers,
+        allow_underscore_headers: allow_underscore_headers.unwrap_or(false),
         address_prefixes: AddressPrefixes {
             v4: prefix_length(e, "server.client_ipv4_prefix", client_ipv4_prefix, 32),
             v6: prefix_length(e, "server.client_ipv6_prefix", client_ipv6_prefix, 64),

@@ -13,6 +13,7 @@
 //! body is finished.
 
 mod access;
+mod admit;
 mod client_ip;
 mod ctx;
 mod request_id;
@@ -104,7 +105,7 @@ async fn run_phases(
 ) -> Result<HttpResponse, GatewayError> {
     let runtime = ctx.runtime.clone();
     let config = &runtime.config;
-    let path = admit(req, config)?;
+    let path = admit::admit(req, config)?;
     let key = routing::match_key(&path);
     if let Some(endpoint) = endpoints::endpoint(&key, config) {
         return endpoints::dispatch(endpoint, req, payload, state, config, ctx).await;
@@ -220,34 +221,6 @@ fn wants_html(req: &HttpRequest) -> bool {
             .get(actix_web::http::header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/html"))
-}
-
-/// Refuses requests the gateway will not forward, and normalises the path.
-fn admit<'r>(
-    req: &'r HttpRequest,
-    config: &Config,
-) -> Result<std::borrow::Cow<'r, str>, GatewayError> {
-    if *req.method() == Method::CONNECT {
-        return Err(GatewayError::BadRequest(
-            "CONNECT tunnels are not supported".into(),
-        ));
-    }
-    let uri = req.uri();
-    let request_line = req.method().as_str().len()
-        + uri.path().len()
-        + uri.query().map_or(0, |q| q.len() + 1)
-        + 11;
-    let header_bytes = request_line
-        + req
-            .headers()
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum::<usize>();
-    if header_bytes > config.server.max_header_bytes {
-        return Err(GatewayError::HeaderTooLarge);
-    }
-    routing::normalize(req.uri().path())
-        .map_err(|err| GatewayError::BadRequest(err.to_string().into()))
 }
 
 fn route<'a>(

@@ -1,5 +1,18 @@
-//! Header rules at the proxy boundary: hop-by-hop removal (RFC 9110 §7.6.1)
-//! and the `X-Forwarded-*` / `Via` headers added on the way upstream.
+//! Header rules at the proxy boundary: hop-by-hop removal (RFC 9110 §7.6.1),
+//! the headers only the gateway may speak, and the forwarding headers it adds
+//! on the way upstream.
+//!
+//! Only the gateway speaks for the client. What it writes itself, replacing
+//! anything a client sent (extending it only for a trusted proxy):
+//! `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
+//! `X-Forwarded-Port`, `X-Real-IP`, `Forwarded` and `Via`; `X-Forwarded-Prefix`
+//! when the route strips a prefix. Passed on from trusted proxies only:
+//! `X-Forwarded-Prefix`, `X-Forwarded-Server`. Never passed on from anyone:
+//! `X-Original-URL` and `X-Rewrite-URL` (they would let a client choose the
+//! path an upstream serves after the gateway authorised another one) and
+//! `Expect` (the gateway answers `100 Continue` itself). Header names with
+//! `_` are dropped unless `server.allow_underscore_headers` is on, as nginx
+//! does: CGI-style upstreams read `X_User_Id` as `X-User-Id`.
 
 use std::net::IpAddr;
 
@@ -54,62 +67,133 @@ pub fn same_header(name: &HeaderName, other: &HeaderName) -> bool {
             .all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))
 }
 
-/// What the gateway knows about the inbound connection.
-pub struct Forwarding {
-    pub peer: IpAddr,
-    pub peer_trusted: bool,
-    pub https: bool,
-    pub host: Option<HeaderValue>,
-}
-
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+pub const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+pub const X_FORWARDED_SERVER: HeaderName = HeaderName::from_static("x-forwarded-server");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-/// Headers the gateway writes itself; inbound copies are only believed from
-/// trusted proxies, and are handled by [`add_forwarding`].
-pub fn is_forwarding_header(name: &HeaderName) -> bool {
-    *name == X_FORWARDED_FOR || *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST
+/// What the gateway knows about the inbound request, for the headers it
+/// writes on the way upstream.
+pub struct Forwarding<'a> {
+    /// The socket peer.
+    pub peer: IpAddr,
+    pub peer_trusted: bool,
+    /// The client as resolved through trusted proxies.
+    pub client: IpAddr,
+    pub https: bool,
+    /// The host the client asked for.
+    pub host: Option<HeaderValue>,
+    /// The port the client connected to.
+    pub port: u16,
+    /// The path prefix the route removed before forwarding, if any.
+    pub stripped_prefix: Option<&'a str>,
+    /// Whether header names with `_` are passed on.
+    pub allow_underscores: bool,
 }
 
-/// Adds `X-Forwarded-For` (appended to a trusted proxy's chain, otherwise
-/// replacing any client-supplied value), `X-Forwarded-Proto`,
-/// `X-Forwarded-Host` and `Via`.
-pub fn add_forwarding(inbound: &HeaderMap, outbound: &mut HeaderMap, fwd: &Forwarding) {
-    let peer = fwd.peer.to_string();
-    let chain = fwd
-        .peer_trusted
-        .then(|| joined(inbound, &X_FORWARDED_FOR))
-        .flatten();
-    let xff = match chain {
-        Some(chain) => format!("{chain}, {peer}"),
-        None => peer,
-    };
-    if let Ok(value) = HeaderValue::from_str(&xff) {
-        outbound.insert(X_FORWARDED_FOR, value);
+impl Forwarding<'_> {
+    /// Whether an inbound header must not be copied upstream as it is: the
+    /// gateway writes it itself, does not believe it from this peer, or never
+    /// forwards it.
+    pub fn withholds(&self, name: &HeaderName) -> bool {
+        let name_text = name.as_str();
+        name == X_FORWARDED_FOR
+            || name == X_FORWARDED_PROTO
+            || name == X_FORWARDED_HOST
+            || name == X_FORWARDED_PORT
+            || name == X_FORWARDED_PREFIX
+            || name == X_REAL_IP
+            || name == FORWARDED
+            || name == header::VIA
+            || name == header::EXPECT
+            || name_text == "x-original-url"
+            || name_text == "x-rewrite-url"
+            || (name == X_FORWARDED_SERVER && !self.peer_trusted)
+            || (!self.allow_underscores && name_text.contains('_'))
     }
-    let trusted_value = |name: &HeaderName| {
-        fwd.peer_trusted
-            .then(|| inbound.get(name).cloned())
-            .flatten()
-    };
-    let proto =
-        trusted_value(&X_FORWARDED_PROTO).unwrap_or(HeaderValue::from_static(if fwd.https {
-            "https"
+
+    /// Writes the forwarding headers into `outbound`: a trusted proxy's
+    /// values are extended (`X-Forwarded-For`, `Forwarded`, `Via`,
+    /// `X-Forwarded-Prefix`) or kept (`-Proto`, `-Host`, `-Port`); anyone
+    /// else's are replaced by the gateway's own.
+    pub fn write(&self, inbound: &HeaderMap, outbound: &mut HeaderMap) {
+        let trusted =
+            |name: &HeaderName| self.peer_trusted.then(|| joined(inbound, name)).flatten();
+        let peer = self.peer.to_string();
+        let xff = match trusted(&X_FORWARDED_FOR) {
+            Some(chain) => format!("{chain}, {peer}"),
+            None => peer,
+        };
+        insert(outbound, X_FORWARDED_FOR, &xff);
+        let proto = trusted(&X_FORWARDED_PROTO)
+            .unwrap_or_else(|| if self.https { "https" } else { "http" }.to_owned());
+        insert(outbound, X_FORWARDED_PROTO, &proto);
+        let host = trusted(&X_FORWARDED_HOST).or_else(|| {
+            self.host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        });
+        if let Some(host) = &host {
+            insert(outbound, X_FORWARDED_HOST, host);
+        }
+        let port = trusted(&X_FORWARDED_PORT).unwrap_or_else(|| self.port.to_string());
+        insert(outbound, X_FORWARDED_PORT, &port);
+        insert(outbound, X_REAL_IP, &self.client.to_string());
+        let prefix = match (trusted(&X_FORWARDED_PREFIX), self.stripped_prefix) {
+            (Some(outer), Some(ours)) => Some(format!("{}{ours}", outer.trim_end_matches('/'))),
+            (outer, ours) => outer.or_else(|| ours.map(str::to_owned)),
+        };
+        if let Some(prefix) = prefix {
+            insert(outbound, X_FORWARDED_PREFIX, &prefix);
+        }
+        let mut element = format!("for={}", forwarded_node(self.peer));
+        if let Some(host) = host.as_deref().filter(|h| is_token(h)) {
+            element.push_str(";host=");
+            element.push_str(host);
+        }
+        element.push_str(if self.https {
+            ";proto=https"
         } else {
-            "http"
-        }));
-    outbound.insert(X_FORWARDED_PROTO, proto);
-    if let Some(host) = trusted_value(&X_FORWARDED_HOST).or_else(|| fwd.host.clone()) {
-        outbound.insert(X_FORWARDED_HOST, host);
+            ";proto=http"
+        });
+        let forwarded = match trusted(&FORWARDED) {
+            Some(chain) => format!("{chain}, {element}"),
+            None => element,
+        };
+        insert(outbound, FORWARDED, &forwarded);
+        let via = match joined(inbound, &header::VIA) {
+            Some(existing) => format!("{existing}, 1.1 portcullis"),
+            None => "1.1 portcullis".to_owned(),
+        };
+        insert(outbound, header::VIA, &via);
     }
-    let via = match joined(inbound, &header::VIA) {
-        Some(existing) => HeaderValue::from_str(&format!("{existing}, 1.1 portcullis")).ok(),
-        None => Some(HeaderValue::from_static("1.1 portcullis")),
-    };
-    if let Some(via) = via {
-        outbound.insert(header::VIA, via);
+}
+
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
     }
+}
+
+/// An address as a `Forwarded` node (RFC 7239 §6): IPv6 quoted in brackets.
+fn forwarded_node(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+/// Whether `text` may stand unquoted in a `Forwarded` element (an RFC 9110 token).
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:".contains(&b))
 }
 
 /// All values of a header joined with `, `, when there are any.
@@ -136,6 +220,19 @@ mod tests {
         h
     }
 
+    fn forwarding(peer_trusted: bool) -> Forwarding<'static> {
+        Forwarding {
+            peer: "203.0.113.1".parse().unwrap(),
+            peer_trusted,
+            client: "203.0.113.1".parse().unwrap(),
+            https: false,
+            host: Some(HeaderValue::from_static("example.com")),
+            port: 8080,
+            stripped_prefix: None,
+            allow_underscores: false,
+        }
+    }
+
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {
         let inbound = map(&[
@@ -157,28 +254,81 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_is_replaced_for_untrusted_peers_and_appended_for_trusted() {
-        let inbound = map(&[("x-forwarded-for", "6.6.6.6"), ("host", "example.com")]);
-        let host = inbound.get("host").cloned();
+    fn only_the_gateway_speaks_for_an_untrusted_client() {
+        let inbound = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/evil"),
+            ("x-forwarded-server", "evil"),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("expect", "100-continue"),
+            ("x_user_id", "root"),
+            ("accept", "a"),
+        ]);
+        let fwd = forwarding(false);
         let mut out = HeaderMap::new();
-        let fwd = Forwarding {
-            peer: "203.0.113.1".parse().unwrap(),
-            peer_trusted: false,
-            https: false,
-            host,
-        };
-        add_forwarding(&inbound, &mut out, &fwd);
+        copy_end_to_end(&inbound, &mut out, |name| fwd.withholds(name));
+        assert_eq!(
+            out.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["accept"]
+        );
+        fwd.write(&inbound, &mut out);
         assert_eq!(out.get("x-forwarded-for").unwrap(), "203.0.113.1");
+        assert_eq!(out.get("x-real-ip").unwrap(), "203.0.113.1");
         assert_eq!(out.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(out.get("x-forwarded-host").unwrap(), "example.com");
+        assert_eq!(out.get("x-forwarded-port").unwrap(), "8080");
+        assert_eq!(
+            out.get("forwarded").unwrap(),
+            "for=203.0.113.1;host=example.com;proto=http"
+        );
         assert_eq!(out.get("via").unwrap(), "1.1 portcullis");
+        assert!(out.get("x-forwarded-prefix").is_none());
+    }
 
-        let mut out = HeaderMap::new();
+    #[test]
+    fn a_trusted_proxy_is_extended() {
+        let inbound = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6;proto=https"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/outer/"),
+            ("x-forwarded-server", "edge"),
+            ("x-original-url", "/admin"),
+        ]);
         let fwd = Forwarding {
-            peer_trusted: true,
-            ..fwd
+            peer: "2001:db8::7".parse().unwrap(),
+            client: "6.6.6.6".parse().unwrap(),
+            stripped_prefix: Some("/api"),
+            ..forwarding(true)
         };
-        add_forwarding(&inbound, &mut out, &fwd);
-        assert_eq!(out.get("x-forwarded-for").unwrap(), "6.6.6.6, 203.0.113.1");
+        let mut out = HeaderMap::new();
+        copy_end_to_end(&inbound, &mut out, |name| fwd.withholds(name));
+        assert_eq!(out.get("x-forwarded-server").unwrap(), "edge");
+        assert!(out.get("x-original-url").is_none());
+        fwd.write(&inbound, &mut out);
+        assert_eq!(out.get("x-forwarded-for").unwrap(), "6.6.6.6, 2001:db8::7");
+        assert_eq!(out.get("x-real-ip").unwrap(), "6.6.6.6");
+        assert_eq!(out.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(out.get("x-forwarded-port").unwrap(), "443");
+        assert_eq!(out.get("x-forwarded-prefix").unwrap(), "/outer/api");
+        assert_eq!(
+            out.get("forwarded").unwrap(),
+            "for=6.6.6.6;proto=https, for=\"[2001:db8::7]\";host=example.com;proto=http"
+        );
+    }
+
+    #[test]
+    fn underscores_pass_only_when_allowed() {
+        let fwd = Forwarding {
+            allow_underscores: true,
+            ..forwarding(false)
+        };
+        assert!(!fwd.withholds(&HeaderName::from_static("x_custom")));
+        assert!(forwarding(false).withholds(&HeaderName::from_static("x_custom")));
     }
 }

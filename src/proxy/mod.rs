@@ -15,7 +15,7 @@ use awc::error::{ConnectError, SendRequestError};
 
 pub use body::{read_body, BodyFailure, BodyOutcome};
 
-use crate::config::{Config, Route, ServerConfig, UpstreamConfig};
+use crate::config::{Config, Route, ServerConfig, Upstream, UpstreamConfig};
 use crate::error::{GatewayError, UpstreamFailure};
 use crate::pipeline::RequestCtx;
 
@@ -73,7 +73,12 @@ pub async fn forward(
 ) -> Result<HttpResponse, GatewayError> {
     let server = &config.server;
     let session = &config.session;
-    let uri = upstream_uri(route, path, req.uri().query())?;
+    let (prefix, rest) = if route.strip_prefix {
+        split_segments(path, route.pattern.literal_prefix_segments())
+    } else {
+        ("", path)
+    };
+    let uri = upstream_uri(&route.upstream, rest, req.uri().query())?;
     let mut upstream = client
         .client
         .request(req.method().clone(), uri)
@@ -89,11 +94,21 @@ pub async fn forward(
             &session.roles_header,
             &session.session_id_header,
         ];
+        let forwarding = headers::Forwarding {
+            peer: ctx.peer_ip,
+            peer_trusted: ctx.peer_trusted,
+            client: ctx.client_ip,
+            https: req.app_config().secure(),
+            host: request_host(req),
+            port: req.app_config().local_addr().port(),
+            stripped_prefix: (!prefix.is_empty()).then_some(prefix),
+            allow_underscores: server.allow_underscore_headers,
+        };
         headers::copy_end_to_end(req.headers(), outbound, |name| {
             *name == header::HOST
                 || *name == header::COOKIE
-                || headers::is_forwarding_header(name)
                 || *name == crate::pipeline::REQUEST_ID_HEADER
+                || forwarding.withholds(name)
                 || identity.iter().any(|id| headers::same_header(name, id))
         });
         if let Some(cookies) =
@@ -110,16 +125,7 @@ pub async fn forward(
                 outbound.insert(session.session_id_header.clone(), value);
             }
         }
-        headers::add_forwarding(
-            req.headers(),
-            outbound,
-            &headers::Forwarding {
-                peer: ctx.peer_ip,
-                peer_trusted: ctx.peer_trusted,
-                https: req.app_config().secure(),
-                host: request_host(req),
-            },
-        );
+        forwarding.write(req.headers(), outbound);
         if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
             outbound.insert(crate::pipeline::REQUEST_ID_HEADER, id);
         }
@@ -145,24 +151,18 @@ pub async fn forward(
     Ok(client_response(req.method(), response))
 }
 
-/// The host the client asked for: `Host`, or the `:authority` of an HTTP/2 request.
+/// The host the client asked for: the authority of an absolute-form target
+/// or an HTTP/2 request, which wins over `Host` (RFC 9112 §3.2.2), else `Host`.
 pub fn request_host(req: &HttpRequest) -> Option<HeaderValue> {
-    req.headers().get(header::HOST).cloned().or_else(|| {
-        req.uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    })
+    req.uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| req.headers().get(header::HOST).cloned())
 }
 
-/// `scheme://authority` + base path + the (optionally stripped) request path + query.
-fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
-    let path = if route.strip_prefix {
-        strip_segments(path, route.pattern.literal_prefix_segments())
-    } else {
-        path
-    };
+/// `scheme://authority` + base path + the (stripped) request path + query.
+fn upstream_uri(upstream: &Upstream, path: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
     let path = if path.is_empty() { "/" } else { path };
-    let upstream = &route.upstream;
     let scheme = if upstream.https { "https" } else { "http" };
     let mut uri = String::with_capacity(
         scheme.len()
@@ -185,20 +185,20 @@ fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Result<Uri, G
         .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded".into()))
 }
 
-/// `path` without its first `n` segments (which matched the route's
-/// literal prefix, whatever their case or `;` parameters).
-fn strip_segments(path: &str, n: usize) -> &str {
-    let mut rest = path;
+/// `path` split after its first `n` segments: those matched the route's
+/// literal prefix, whatever their case or `;` parameters.
+fn split_segments(path: &str, n: usize) -> (&str, &str) {
+    let mut cut = 0;
     for _ in 0..n {
-        rest = match rest[1..].find('/') {
-            Some(end) => &rest[end + 1..],
-            None => "",
-        };
-        if rest.is_empty() {
-            break;
+        match path[cut + 1..].find('/') {
+            Some(end) => cut += end + 1,
+            None => {
+                cut = path.len();
+                break;
+            }
         }
     }
-    rest
+    path.split_at(cut)
 }
 
 /// The body to send upstream: none, a sized stream, or a chunked stream.
@@ -326,29 +326,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builds_upstream_uris_with_base_path_strip_and_query() {
-        let mut route = Route::for_tests("r", "/api/v1/*", None);
-        route.upstream = crate::config::Upstream::parse("http://127.0.0.1:9000/base").unwrap();
+    fn builds_upstream_uris_with_base_path_and_query() {
+        let upstream = Upstream::parse("http://127.0.0.1:9000/base").unwrap();
         assert_eq!(
-            upstream_uri(&route, "/api/v1/users", Some("a=1")).unwrap(),
+            upstream_uri(&upstream, "/api/v1/users", Some("a=1")).unwrap(),
             "http://127.0.0.1:9000/base/api/v1/users?a=1"
         );
-        route.strip_prefix = true;
         assert_eq!(
-            upstream_uri(&route, "/api/v1/users", None).unwrap(),
-            "http://127.0.0.1:9000/base/users"
-        );
-        assert_eq!(
-            upstream_uri(&route, "/api/v1", None).unwrap(),
+            upstream_uri(&upstream, "", None).unwrap(),
             "http://127.0.0.1:9000/base/"
         );
+    }
+
+    #[test]
+    fn strip_prefix_removes_whole_segments() {
+        assert_eq!(split_segments("/api/v1/users", 2), ("/api/v1", "/users"));
+        assert_eq!(split_segments("/api/v1", 2), ("/api/v1", ""));
+        assert_eq!(split_segments("/api/v1/", 2), ("/api/v1", "/"));
         assert_eq!(
-            upstream_uri(&route, "/API/v1;x=1/users/", None).unwrap(),
-            "http://127.0.0.1:9000/base/users/"
+            split_segments("/API/v1;x=1/users/", 2),
+            ("/API/v1;x=1", "/users/")
         );
-        assert_eq!(
-            upstream_uri(&route, "/api/v1/", None).unwrap(),
-            "http://127.0.0.1:9000/base/"
-        );
+        assert_eq!(split_segments("/anything", 0), ("", "/anything"));
     }
 }
