@@ -11,6 +11,8 @@
 //!   (SIGTERM) or `kill` (SIGKILL), then `relaunch().start()`, restart it on
 //!   the same storage.
 //! - `Echo`, `Hanging`, `Fixed` and `closed_port_url` are the upstreams.
+//! - `Recorder` is a strict raw upstream that records every request it
+//!   parses, so a test can compare what reached the upstream with the log.
 //! - `client()` (reqwest) for well-formed traffic, `RawConn` for the rest.
 //!
 //! Tests never sleep to wait: they poll with a deadline (`eventually`,
@@ -38,5 +40,7 @@ mod proxying;
 mod rate_limits;
 #[path = "integration/routing.rs"]
 mod routing;
+#[path = "integration/smuggling.rs"]
+mod smuggling;
 #[path = "integration/tls.rs"]
 mod tls;

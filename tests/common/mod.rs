@@ -4,6 +4,7 @@
 pub mod config;
 pub mod gateway;
 pub mod http;
+pub mod recorder;
 pub mod tls;
 pub mod upstream;
 
