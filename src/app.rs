@@ -6,19 +6,23 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use arc_swap::ArcSwap;
 use slog::{error, info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::auth::Auth;
 use crate::config::{self, Config, ConfigError, ConfigSource, TlsFiles};
+use crate::listener::{self, Listener};
 use crate::pipeline::{self, Runtime};
 use crate::proxy::{self, UpstreamClient};
 use crate::ratelimit::{CounterStore, COUNTER_TREE};
 use crate::state::AppState;
 use crate::storage::Storage;
 use crate::telemetry::{LogBridge, Logging, Metrics};
+
+/// Open connections allowed on the admin listener (one worker, loopback by default).
+const ADMIN_MAX_CONNECTIONS: usize = 256;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +83,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     let server = config.server.clone();
     let upstream = config.upstream.clone();
     let admin_listen = config.admin.listen;
+    let listen = server.listen;
     let state = web::Data::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime::new(config)),
         metrics,
@@ -90,63 +95,59 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     });
 
     let proxy_state = state.clone();
-    // Listener settings are read once: they take a restart to change.
-    let (listen, workers, header_timeout, keep_alive, shutdown_grace) = (
-        server.listen,
-        server.workers,
-        server.header_timeout,
-        server.keep_alive,
-        server.shutdown_grace,
-    );
-    let proxy_server = HttpServer::new(move || {
-        // One upstream client per worker, built once: awc clients are not Send.
-        let client = UpstreamClient::new(&upstream, server.request_timeout, client_tls.clone());
-        App::new()
-            .app_data(proxy_state.clone())
-            .app_data(web::Data::new(client))
-            .default_service(web::to(pipeline::handle))
-    })
-    .workers(workers)
-    .client_request_timeout(header_timeout)
-    .keep_alive(keep_alive)
-    // Without it, the tail of a streamed response waits for the client's
-    // delayed ACK (~40 ms per response).
-    .tcp_nodelay(true)
-    .shutdown_timeout(shutdown_grace.as_secs().max(1))
-    .disable_signals();
-    let proxy_server = match server_tls {
-        Some(tls) => proxy_server.bind_rustls_0_23(listen, tls),
-        None => proxy_server.bind(listen),
-    }
+    let (proxy_server, proxy_addr) = listener::start(
+        Listener {
+            name: "proxy",
+            addr: server.listen,
+            tls: server_tls,
+            workers: server.workers,
+            keep_alive: server.keep_alive,
+            header_timeout: server.header_timeout,
+            shutdown_grace: server.shutdown_grace,
+            max_connections: server.max_connections,
+        },
+        &state.metrics,
+        move || {
+            // One upstream client per worker, built once: awc clients are not Send.
+            let client = UpstreamClient::new(&upstream, server.request_timeout, client_tls.clone());
+            App::new()
+                .app_data(proxy_state.clone())
+                .app_data(web::Data::new(client))
+                .default_service(web::to(pipeline::handle))
+        },
+    )
     .map_err(|source| StartupError::Bind {
         what: "server.listen",
         addr: listen,
         source,
     })?;
-    let proxy_addr = proxy_server.addrs().first().copied().unwrap_or(listen);
 
     let admin_state = state.clone();
-    let admin_server = HttpServer::new(move || {
-        App::new()
-            .app_data(admin_state.clone())
-            .configure(crate::admin::configure)
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(admin_listen)
+    let (admin_server, admin_addr) = listener::start(
+        Listener {
+            name: "admin",
+            addr: admin_listen,
+            tls: None,
+            workers: 1,
+            keep_alive: server.keep_alive,
+            header_timeout: server.header_timeout,
+            shutdown_grace: server.shutdown_grace,
+            max_connections: ADMIN_MAX_CONNECTIONS,
+        },
+        &state.metrics,
+        move || {
+            App::new()
+                .wrap(actix_web::middleware::from_fn(listener::track_requests))
+                .app_data(admin_state.clone())
+                .configure(crate::admin::configure)
+        },
+    )
     .map_err(|source| StartupError::Bind {
         what: "admin.listen",
         addr: admin_listen,
         source,
     })?;
-    let admin_addr = admin_server
-        .addrs()
-        .first()
-        .copied()
-        .unwrap_or(admin_listen);
 
-    let proxy_server = proxy_server.run();
-    let admin_server = admin_server.run();
     let proxy_handle = proxy_server.handle();
     let admin_handle = admin_server.handle();
     // Handlers are in place before "started" is logged, so a signal sent as
@@ -252,6 +253,15 @@ struct Upkeep {
 /// One round of write-behind (and, when due, sweeping).
 fn upkeep(state: &AppState, round: Upkeep) {
     let logger = &state.logging.logger;
+    if let Some(failure) = state.storage.failure() {
+        // Every write would fail again until a restart: say so once a sweep
+        // interval instead of failing every round.
+        if round.sweep {
+            error!(logger, "storage is failing: changes are not saved";
+                "error" => crate::storage::advice(&failure));
+        }
+        return;
+    }
     if let Err(err) = state.auth.persist_activity(round.everything) {
         error!(logger, "writing session activity failed"; "error" => err.to_string());
     }
@@ -327,6 +337,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     check("server.listen", old.server.listen != new.server.listen);
     check("server.tls_cert/tls_key", old.server.tls != new.server.tls);
     check("server.workers", old.server.workers != new.server.workers);
+    check(
+        "server.max_connections",
+        old.server.max_connections != new.server.max_connections,
+    );
     check(
         "server.header_timeout",
         old.server.header_timeout != new.server.header_timeout,

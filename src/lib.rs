@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod listener;
 pub mod pipeline;
 pub mod proxy;
 pub mod ratelimit;

@@ -38,16 +38,16 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// 200 when the configuration is loaded, storage answers and the gateway is
-/// not shutting down; otherwise 503 naming the failing checks.
+/// 200 when the configuration is loaded, storage takes durable writes and
+/// the gateway is not shutting down; otherwise 503 naming the failing checks.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let storage = state.storage.clone();
-    let storage_ok = web::block(move || storage.is_healthy())
+    let storage_failure = web::block(move || storage.probe().err())
         .await
-        .unwrap_or(false);
+        .unwrap_or_else(|_| Some("the storage probe could not run".into()));
     let checks = [
         ("config", true),
-        ("storage", storage_ok),
+        ("storage", storage_failure.is_none()),
         ("accepting", !state.draining.load(Ordering::Relaxed)),
     ];
     let failing: Vec<&str> = checks
@@ -65,10 +65,13 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     } else {
         "not_ready"
     };
-    let body = json!({
+    let mut body = json!({
         "status": status,
         "checks": checks.iter().map(|(name, ok)| (name.to_string(), json!(if *ok { "ok" } else { "failing" }))).collect::<serde_json::Map<_, _>>(),
         "failing": failing,
     });
+    if let Some(failure) = storage_failure {
+        body["storage_error"] = json!(crate::storage::advice(&failure));
+    }
     response.json(body)
 }

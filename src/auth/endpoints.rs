@@ -102,7 +102,7 @@ async fn login(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let body = read_body(payload, LOGIN_BODY_LIMIT, config.server.body_timeout).await?;
+    let body = read_body(req, payload, LOGIN_BODY_LIMIT, config.server.body_timeout).await?;
     ctx.bytes_in = body.len() as u64;
     let parsed = if is_form {
         serde_urlencoded::from_bytes::<Credentials>(&body).ok()

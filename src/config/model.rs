@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub keep_alive: Duration,
     pub shutdown_grace: Duration,
     pub workers: usize,
+    /// Client connections open at once, across all workers; more are closed at once.
+    pub max_connections: usize,
     /// How much of a client address per-address limits and login throttling count by.
     pub address_prefixes: AddressPrefixes,
     /// Forward request headers whose names contain `_` (dropped by default).
@@ -642,6 +644,7 @@ fn server_config(e: &mut Errors, raw: RawServer) -> ServerConfig {
         keep_alive,
         shutdown_grace,
         workers,
+        max_connections,
         allow_underscore_headers,
         client_ipv4_prefix,
         client_ipv6_prefix,
@@ -732,6 +735,7 @@ fn server_config(e: &mut Errors, raw: RawServer) -> ServerConfig {
             Duration::from_secs(30),
         ),
         workers,
+        max_connections: at_least_one(e, "server.max_connections", max_connections, 10_000),
         allow_underscore_headers: allow_underscore_headers.unwrap_or(false),
         address_prefixes: AddressPrefixes {
             v4: prefix_length(e, "server.client_ipv4_prefix", client_ipv4_prefix, 32),

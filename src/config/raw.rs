@@ -23,6 +23,7 @@ pub struct RawServer {
     pub keep_alive: Option<HumanDuration>,
     pub shutdown_grace: Option<HumanDuration>,
     pub workers: Option<usize>,
+    pub max_connections: Option<usize>,
     pub allow_underscore_headers: Option<bool>,
     pub client_ipv4_prefix: Option<u8>,
     pub client_ipv6_prefix: Option<u8>,

@@ -1,6 +1,8 @@
-//! The access log: one JSON line per completed request, written when the
-//! response body has been sent (or the client went away), with metrics
-//! recorded at the same moment.
+//! The access log: one JSON line per request, written when the response body
+//! has been sent (or the client went away), with metrics recorded at the
+//! same moment. A request is [`Unlogged`] from the moment it is read; if
+//! the client goes away before an answer is made, it is still logged, as
+//! `499 client_closed`, so every request read is accounted for.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::web::Bytes;
 use slog::{Level, Record, Serializer, KV};
 
+use crate::listener::Answering;
 use crate::pipeline::RequestCtx;
 use crate::state::AppState;
 use crate::telemetry::{method_label, status_class, InFlight, Logging};
@@ -22,31 +25,71 @@ pub struct LoggedBody {
     done: Option<Completion>,
 }
 
+/// Status logged for a request whose client went away before it was answered.
+const CLIENT_CLOSED: u16 = 499;
+
 struct Completion {
     status: StatusCode,
     bytes_out: u64,
     ctx: RequestCtx,
     state: Arc<AppState>,
     _in_flight: InFlight,
+    /// Holds the connection between requests until the response is done.
+    answering: Option<Answering>,
 }
 
-impl LoggedBody {
-    pub fn new(
-        body: BoxBody,
-        status: StatusCode,
-        ctx: RequestCtx,
-        state: Arc<AppState>,
-        in_flight: InFlight,
-    ) -> Self {
+/// A request being handled, not logged yet: dropped before it is answered
+/// (the client went away and actix dropped the handler), it logs itself as
+/// `499 client_closed`.
+pub struct Unlogged(Option<Completion>);
+
+impl Unlogged {
+    pub fn new(ctx: RequestCtx, state: Arc<AppState>, in_flight: InFlight) -> Unlogged {
+        Unlogged(Some(Completion {
+            status: StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST),
+            bytes_out: 0,
+            ctx,
+            state,
+            _in_flight: in_flight,
+            answering: None,
+        }))
+    }
+
+    fn completion(&mut self) -> &mut Completion {
+        self.0.as_mut().expect("present until answered")
+    }
+
+    /// The request's context, for the phases to fill in.
+    pub fn ctx(&mut self) -> &mut RequestCtx {
+        &mut self.completion().ctx
+    }
+
+    /// Holds the connection's request slot until the answer is done.
+    pub fn hold(&mut self, answering: Answering) {
+        self.completion().answering = Some(answering);
+    }
+
+    /// The request's connection slot, to fit the response to it.
+    pub fn answering(&mut self) -> Option<&mut Answering> {
+        self.completion().answering.as_mut()
+    }
+
+    /// The answer is made: the line is written when `body` is done.
+    pub fn answer(mut self, body: BoxBody, status: StatusCode) -> LoggedBody {
+        let mut done = self.0.take().expect("present until answered");
+        done.status = status;
         LoggedBody {
             body,
-            done: Some(Completion {
-                status,
-                bytes_out: 0,
-                ctx,
-                state,
-                _in_flight: in_flight,
-            }),
+            done: Some(done),
+        }
+    }
+}
+
+impl Drop for Unlogged {
+    fn drop(&mut self) {
+        if let Some(mut done) = self.0.take() {
+            done.ctx.error.get_or_insert("client_closed");
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done.record()));
         }
     }
 }

@@ -19,20 +19,21 @@ mod ctx;
 mod request_id;
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 
+use actix_web::body::MessageBody as _;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::FutureExt as _;
 
-pub use access::{write_access_line, LoggedBody};
+pub use access::{write_access_line, LoggedBody, Unlogged};
 pub use client_ip::{is_trusted, resolve as resolve_client_ip};
 pub use ctx::RequestCtx;
 
 use crate::auth::{self, csrf, endpoints, Rejection};
 use crate::config::{AuthPolicy, Config, Route};
 use crate::error::GatewayError;
+use crate::listener::Connection;
 use crate::proxy::{self, UpstreamClient};
 use crate::ratelimit;
 use crate::routing::{self, RouteMiss, RouteTable};
@@ -67,9 +68,29 @@ pub async fn handle(
     state: web::Data<AppState>,
     client: web::Data<UpstreamClient>,
 ) -> HttpResponse<LoggedBody> {
-    let mut ctx = RequestCtx::new(&req, state.runtime.load_full());
-    let guard = state.metrics.in_flight_guard();
-    let outcome = catch_panic(run_phases(&req, payload, &state, &client, &mut ctx)).await;
+    let ctx = RequestCtx::new(&req, state.runtime.load_full());
+    let mut request = Unlogged::new(
+        ctx,
+        state.clone().into_inner(),
+        state.metrics.in_flight_guard(),
+    );
+    let conn = Connection::of(&req).cloned();
+    match conn.as_ref().map(|conn| conn.begin_request(&req)) {
+        Some(Err(refused)) => {
+            // Never forwarded, never answered on the wire; still logged, so
+            // every request read is accounted for.
+            if let Some(conn) = &conn {
+                conn.cut_after_flush().await;
+            }
+            request.ctx().error = Some("bad_request");
+            let response = refused.response(&request.ctx().request_id);
+            return finish(response, request);
+        }
+        Some(Ok(answering)) => request.hold(answering),
+        None => {}
+    }
+    let ctx = request.ctx();
+    let outcome = catch_panic(run_phases(&req, payload, &state, &client, ctx)).await;
     let response = match outcome {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
@@ -84,7 +105,7 @@ pub async fn handle(
             error.to_response(&ctx.request_id)
         }
     };
-    finish(response, ctx, state.into_inner(), guard)
+    finish(response, request)
 }
 
 /// Runs a future, turning a panic inside it into `Err(panic message)` so one
@@ -241,12 +262,8 @@ fn route<'a>(
 
 /// Stamps the request id on the response and hands the context to the body,
 /// which writes the access log when the client has received everything.
-fn finish(
-    mut response: HttpResponse,
-    mut ctx: RequestCtx,
-    state: Arc<AppState>,
-    guard: crate::telemetry::InFlight,
-) -> HttpResponse<LoggedBody> {
+fn finish(mut response: HttpResponse, mut request: Unlogged) -> HttpResponse<LoggedBody> {
+    let ctx = request.ctx();
     if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, id);
     }
@@ -262,18 +279,14 @@ fn finish(
             .headers_mut()
             .append(actix_web::http::header::SET_COOKIE, cookie);
     }
-    if ctx
-        .req
-        .headers()
-        .contains_key(actix_web::http::header::UPGRADE)
-    {
-        // The upstream never saw the upgrade; nothing may follow on this connection.
-        response
-            .head_mut()
-            .set_connection_type(actix_web::http::ConnectionType::Close);
+    let req = ctx.req.clone();
+    if let Some(answering) = request.answering() {
+        // Closes the connection after an upgrade the upstream never saw, among others.
+        let size = response.body().size();
+        answering.prepare(&req, response.head_mut(), size);
     }
     let status = response.status();
-    response.map_body(|_, body| LoggedBody::new(body, status, ctx, state, guard))
+    response.map_body(|_, body| request.answer(body, status))
 }
 
 #[cfg(test)]

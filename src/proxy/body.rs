@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use actix_web::error::PayloadError;
 use actix_web::web::{Bytes, BytesMut, Payload};
+use actix_web::HttpRequest;
 use futures_util::{Stream, StreamExt as _};
 use tokio::time::{sleep, Instant, Sleep};
+
+use crate::listener::Connection;
 
 /// Why the gateway stopped reading a request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,25 +34,44 @@ pub struct BodyOutcome {
     pub failure: Cell<Option<BodyFailure>>,
 }
 
-/// A request payload that fails once it exceeds `limit` bytes or stalls for
-/// longer than `idle`.
+/// A request payload that fails once it exceeds `limit` bytes, once its
+/// chunks declare more than that (before their data arrives), or when it
+/// stalls for longer than `idle`.
 pub struct LimitedBody {
     payload: Payload,
     limit: u64,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
     outcome: Rc<BodyOutcome>,
+    /// The connection, which knows what the chunk sizes declared.
+    conn: Option<Rc<Connection>>,
 }
 
 impl LimitedBody {
-    pub fn new(payload: Payload, limit: u64, idle: Duration, outcome: Rc<BodyOutcome>) -> Self {
+    pub fn new(
+        payload: Payload,
+        limit: u64,
+        idle: Duration,
+        outcome: Rc<BodyOutcome>,
+        conn: Option<Rc<Connection>>,
+    ) -> Self {
         LimitedBody {
             payload,
             limit,
             idle,
             deadline: Box::pin(sleep(idle)),
             outcome,
+            conn,
         }
+    }
+
+    /// Whether the body is, or has declared itself, over the limit.
+    fn too_large(&self) -> bool {
+        self.outcome.bytes.get() > self.limit
+            || self
+                .conn
+                .as_ref()
+                .is_some_and(|conn| conn.declared_body() > self.limit)
     }
 
     fn fail(&self, failure: BodyFailure) -> Poll<Option<Result<Bytes, BodyError>>> {
@@ -60,9 +82,15 @@ impl LimitedBody {
 
 /// Reads a whole (small) body the gateway answers itself, such as a login
 /// form or an admin API call: at most `limit` bytes, with no pause longer than `idle`.
-pub async fn read_body(payload: Payload, limit: u64, idle: Duration) -> Result<Bytes, BodyFailure> {
+pub async fn read_body(
+    req: &HttpRequest,
+    payload: Payload,
+    limit: u64,
+    idle: Duration,
+) -> Result<Bytes, BodyFailure> {
     let outcome = Rc::new(BodyOutcome::default());
-    let mut body = LimitedBody::new(payload, limit, idle, outcome);
+    let conn = Connection::of(req).cloned();
+    let mut body = LimitedBody::new(payload, limit, idle, outcome, conn);
     let mut bytes = BytesMut::new();
     while let Some(chunk) = body.next().await {
         bytes.extend_from_slice(&chunk.map_err(|BodyError(failure)| failure)?);
@@ -84,7 +112,7 @@ impl Stream for LimitedBody {
             Poll::Ready(Some(Ok(chunk))) => {
                 let total = this.outcome.bytes.get() + chunk.len() as u64;
                 this.outcome.bytes.set(total);
-                if total > this.limit {
+                if this.too_large() {
                     return this.fail(BodyFailure::TooLarge);
                 }
                 let next = Instant::now() + this.idle;
@@ -94,6 +122,7 @@ impl Stream for LimitedBody {
             Poll::Ready(Some(Err(PayloadError::Overflow))) => this.fail(BodyFailure::TooLarge),
             Poll::Ready(Some(Err(_))) => this.fail(BodyFailure::Client),
             Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending if this.too_large() => this.fail(BodyFailure::TooLarge),
             Poll::Pending => match this.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => this.fail(BodyFailure::Timeout),
                 Poll::Pending => Poll::Pending,

@@ -124,14 +124,22 @@ impl Forwarding<'_> {
         let trusted =
             |name: &HeaderName| self.peer_trusted.then(|| joined(inbound, name)).flatten();
         let peer = self.peer.to_string();
-        let xff = match trusted(&X_FORWARDED_FOR) {
-            Some(chain) => format!("{chain}, {peer}"),
-            None => peer,
-        };
-        insert(outbound, X_FORWARDED_FOR, &xff);
-        let proto = trusted(&X_FORWARDED_PROTO)
-            .unwrap_or_else(|| if self.https { "https" } else { "http" }.to_owned());
-        insert(outbound, X_FORWARDED_PROTO, &proto);
+        let peer_value = HeaderValue::from_str(&peer).ok();
+        match trusted(&X_FORWARDED_FOR) {
+            Some(chain) => insert(outbound, X_FORWARDED_FOR, &format!("{chain}, {peer}")),
+            None => {
+                if let Some(value) = peer_value.clone() {
+                    outbound.insert(X_FORWARDED_FOR, value);
+                }
+            }
+        }
+        match trusted(&X_FORWARDED_PROTO) {
+            Some(proto) => insert(outbound, X_FORWARDED_PROTO, &proto),
+            None => {
+                let proto = if self.https { "https" } else { "http" };
+                outbound.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+            }
+        }
         let host = trusted(&X_FORWARDED_HOST).or_else(|| {
             self.host
                 .as_ref()
@@ -141,9 +149,17 @@ impl Forwarding<'_> {
         if let Some(host) = &host {
             insert(outbound, X_FORWARDED_HOST, host);
         }
-        let port = trusted(&X_FORWARDED_PORT).unwrap_or_else(|| self.port.to_string());
-        insert(outbound, X_FORWARDED_PORT, &port);
-        insert(outbound, X_REAL_IP, &self.client.to_string());
+        match trusted(&X_FORWARDED_PORT) {
+            Some(port) => insert(outbound, X_FORWARDED_PORT, &port),
+            None => {
+                outbound.insert(X_FORWARDED_PORT, HeaderValue::from(self.port));
+            }
+        }
+        if let (true, Some(value)) = (self.client == self.peer, peer_value) {
+            outbound.insert(X_REAL_IP, value);
+        } else {
+            insert(outbound, X_REAL_IP, &self.client.to_string());
+        }
         let prefix = match (trusted(&X_FORWARDED_PREFIX), self.stripped_prefix) {
             (Some(outer), Some(ours)) => Some(format!("{}{ours}", outer.trim_end_matches('/'))),
             (outer, ours) => outer.or_else(|| ours.map(str::to_owned)),
@@ -151,7 +167,16 @@ impl Forwarding<'_> {
         if let Some(prefix) = prefix {
             insert(outbound, X_FORWARDED_PREFIX, &prefix);
         }
-        let mut element = format!("for={}", forwarded_node(self.peer));
+        let mut element = String::with_capacity(64);
+        element.push_str("for=");
+        match self.peer {
+            IpAddr::V4(_) => element.push_str(&peer),
+            IpAddr::V6(_) => {
+                element.push_str("\"[");
+                element.push_str(&peer);
+                element.push_str("]\"");
+            }
+        }
         if let Some(host) = host.as_deref().filter(|h| is_token(h)) {
             element.push_str(";host=");
             element.push_str(host);
@@ -161,30 +186,26 @@ impl Forwarding<'_> {
         } else {
             ";proto=http"
         });
-        let forwarded = match trusted(&FORWARDED) {
-            Some(chain) => format!("{chain}, {element}"),
-            None => element,
-        };
-        insert(outbound, FORWARDED, &forwarded);
-        let via = match joined(inbound, &header::VIA) {
-            Some(existing) => format!("{existing}, 1.1 portcullis"),
-            None => "1.1 portcullis".to_owned(),
-        };
-        insert(outbound, header::VIA, &via);
+        match trusted(&FORWARDED) {
+            Some(chain) => insert(outbound, FORWARDED, &format!("{chain}, {element}")),
+            None => insert(outbound, FORWARDED, &element),
+        }
+        match joined(inbound, &header::VIA) {
+            Some(existing) => insert(
+                outbound,
+                header::VIA,
+                &format!("{existing}, 1.1 portcullis"),
+            ),
+            None => {
+                outbound.insert(header::VIA, HeaderValue::from_static("1.1 portcullis"));
+            }
+        }
     }
 }
 
 fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
-    }
-}
-
-/// An address as a `Forwarded` node (RFC 7239 §6): IPv6 quoted in brackets.
-fn forwarded_node(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
     }
 }
 

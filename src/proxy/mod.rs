@@ -17,6 +17,7 @@ pub use body::{read_body, BodyFailure, BodyOutcome};
 
 use crate::config::{Config, Route, ServerConfig, Upstream, UpstreamConfig};
 use crate::error::{GatewayError, UpstreamFailure};
+use crate::listener::Connection;
 use crate::pipeline::RequestCtx;
 
 /// The upstream client of one worker: built once, pooled, never per request.
@@ -98,9 +99,9 @@ pub async fn forward(
             peer: ctx.peer_ip,
             peer_trusted: ctx.peer_trusted,
             client: ctx.client_ip,
-            https: req.app_config().secure(),
+            https: Connection::is_tls(req),
             host: request_host(req),
-            port: req.app_config().local_addr().port(),
+            port: Connection::local_port(req),
             stripped_prefix: (!prefix.is_empty()).then_some(prefix),
             allow_underscores: server.allow_underscore_headers,
         };
@@ -231,8 +232,21 @@ fn request_body(
     if length.is_some_and(|n| n > server.max_body_bytes) {
         return Err(GatewayError::PayloadTooLarge);
     }
-    let stream =
-        body::LimitedBody::new(payload, server.max_body_bytes, server.body_timeout, outcome);
+    let conn = Connection::of(req).cloned();
+    if conn
+        .as_ref()
+        .is_some_and(|conn| conn.declared_body() > server.max_body_bytes)
+    {
+        // A chunk already declared more than fits: refused before any upstream sees it.
+        return Err(GatewayError::PayloadTooLarge);
+    }
+    let stream = body::LimitedBody::new(
+        payload,
+        server.max_body_bytes,
+        server.body_timeout,
+        outcome,
+        conn,
+    );
     Ok(match length {
         Some(length) => SizedStream::new(length, stream).boxed(),
         None => BodyStream::new(stream).boxed(),

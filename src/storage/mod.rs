@@ -3,11 +3,18 @@
 //! sled writes to its log in memory and persists it every
 //! `storage.flush_interval`; callers that need a write to be durable before
 //! answering (logouts, revocations) call [`Storage::flush`].
+//!
+//! When a write cannot reach the disk (a full or failing disk), sled keeps
+//! the error and refuses every later write until the database is opened
+//! again, even once space returns; reads keep working. So the first failure
+//! is latched here: `/readyz` reports it, and says that the gateway needs a
+//! restart once the disk has room.
 
 mod records;
 
 use std::io;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use records::{Records, SessionRecord, UserRecord, SCHEMA_VERSION};
@@ -36,6 +43,8 @@ pub enum StorageError {
 #[derive(Clone)]
 pub struct Storage {
     db: sled::Db,
+    /// The first write failure, kept: sled does not recover from it while open.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Storage {
@@ -53,22 +62,58 @@ impl Storage {
             .flush_every_ms(Some(config.flush_interval.as_millis().max(1) as u64))
             .open()
             .map_err(|err| classify(&config.path, err))?;
-        Ok(Storage { db })
+        Ok(Storage {
+            db,
+            failure: Arc::new(Mutex::new(None)),
+        })
     }
 
-    /// A cheap read proving the database answers, for `/readyz`.
-    pub fn is_healthy(&self) -> bool {
-        self.db.get(b"\0health").is_ok()
+    /// Proves the database takes durable writes, for `/readyz`: writes and
+    /// flushes a probe key. Blocks on the disk: call it off the request path.
+    pub fn probe(&self) -> Result<(), String> {
+        if let Some(failure) = self.failure() {
+            return Err(failure);
+        }
+        self.db
+            .insert(b"\0probe", &now_ms().to_be_bytes())
+            .map(|_| ())
+            .and_then(|()| self.flush())
+            .map_err(|err| self.note(&err))
+    }
+
+    /// Why durable writes fail, once one has: they keep failing until restart.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Latches a write failure; returns its description.
+    fn note(&self, err: &sled::Error) -> String {
+        let reason = match err {
+            sled::Error::Io(io) => io.to_string(),
+            other => other.to_string(),
+        };
+        self.failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get_or_insert(reason)
+            .clone()
     }
 
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<(), sled::Error> {
-        self.db.flush().map(|_| ())
+        self.db.flush().map(|_| ()).inspect_err(|err| {
+            self.note(err);
+        })
     }
 
     /// Makes every write so far durable without blocking the async worker.
     pub async fn flush_async(&self) -> Result<(), sled::Error> {
-        self.db.flush_async().await.map(|_| ())
+        self.db.flush_async().await.map(|_| ()).inspect_err(|err| {
+            self.note(err);
+        })
     }
 
     /// User accounts, keyed by username.
@@ -87,9 +132,24 @@ impl Storage {
     }
 }
 
+/// What an operator should know about a latched storage failure.
+pub fn advice(failure: &str) -> String {
+    format!(
+        "the database refused a write ({failure}); it cannot recover while open: \
+         free space or fix the disk, then restart the gateway"
+    )
+}
+
 fn classify(path: &Path, err: sled::Error) -> StorageError {
     let path = path.display().to_string();
     match err {
+        sled::Error::Io(io) if io.kind() == io::ErrorKind::StorageFull => StorageError::Open {
+            path,
+            source: io::Error::new(
+                io::ErrorKind::StorageFull,
+                "no space left on the device: opening the database needs about 1 MiB free",
+            ),
+        },
         sled::Error::Io(io)
             if io.kind() == io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
         {

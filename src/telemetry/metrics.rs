@@ -24,6 +24,9 @@ pub struct Metrics {
     pub counter_keys: IntGaugeVec,
     counter_evictions: IntCounterVec,
     pub token_reuse: IntCounter,
+    pub connections_open: IntGaugeVec,
+    pub connections_refused: IntCounterVec,
+    pub head_timeouts: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -125,6 +128,27 @@ impl Metrics {
             "Rotated-out session tokens presented again (each revokes its session)",
         )
         .expect("valid metric");
+        let connections_open = IntGaugeVec::new(
+            Opts::new("connections_open", "Client connections open, by listener"),
+            &["listener"],
+        )
+        .expect("valid metric");
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "connections_refused_total",
+                "Client connections closed at once because server.max_connections were open, by listener",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        let head_timeouts = IntCounterVec::new(
+            Opts::new(
+                "head_timeouts_total",
+                "Connections closed because a request head did not arrive within server.header_timeout, by listener",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -140,6 +164,9 @@ impl Metrics {
             Box::new(counter_keys.clone()),
             Box::new(counter_evictions.clone()),
             Box::new(token_reuse.clone()),
+            Box::new(connections_open.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(head_timeouts.clone()),
         ] {
             registry
                 .register(collector)
@@ -167,6 +194,9 @@ impl Metrics {
             counter_keys,
             counter_evictions,
             token_reuse,
+            connections_open,
+            connections_refused,
+            head_timeouts,
         }
     }
 

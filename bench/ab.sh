@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Interleaved A/B of the full pipeline: a base revision against the working
+# tree, each built in release mode, taking turns under the same load.
+#
+#   bash bench/ab.sh [BASE_REV]          # default: origin/main, else HEAD~1
+#   ROUNDS=10 bash bench/ab.sh main~3
+#
+# Installs wrk and nginx from Debian when missing (like compare.sh).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+base_rev="${1:-$(git rev-parse --verify -q origin/main || git rev-parse HEAD~1)}"
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+missing=()
+for tool in wrk:wrk nginx:nginx taskset:util-linux; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+as_root systemctl stop nginx >/dev/null 2>&1 || true
+
+base_dir="$(mktemp -d)"
+trap 'git worktree remove --force "$base_dir" >/dev/null 2>&1 || true' EXIT
+git worktree add --detach "$base_dir" "$base_rev" >/dev/null
+echo "building base $(git rev-parse --short "$base_rev") and the working tree"
+CARGO_TARGET_DIR="$PWD/target/ab-base" cargo build --release --quiet --manifest-path "$base_dir/Cargo.toml" --bin portcullis
+cargo build --release --quiet --bin portcullis
+exec python3 bench/ab.py target/ab-base/release/portcullis target/release/portcullis
