@@ -49,7 +49,7 @@ pub fn allows(req: &HttpRequest, config: &SessionConfig, behind_trusted_proxy: b
             .map(str::to_owned)
     };
     let scheme = forwarded(&X_FORWARDED_PROTO).unwrap_or_else(|| {
-        if crate::listener::Connection::is_tls(req) {
+        if crate::listener::Connection::of(req).is_some_and(|conn| conn.is_tls()) {
             "https"
         } else {
             "http"

@@ -229,10 +229,10 @@ fn body_framing(request: &httparse::Request) -> Phase {
     let mut transfer_encoding = false;
     let mut websocket = false;
     for header in request.headers.iter() {
-        let value = std::str::from_utf8(header.value).map(str::trim);
+        let value = || std::str::from_utf8(header.value).map(str::trim);
         let name = header.name;
         if name.eq_ignore_ascii_case("content-length") {
-            match value.ok().filter(|v| !v.starts_with('+')).map(str::parse) {
+            match value().ok().filter(|v| !v.starts_with('+')).map(str::parse) {
                 Some(Ok(n)) if length.is_none() => length = Some(n),
                 _ => return Phase::Lost,
             }
@@ -241,9 +241,9 @@ fn body_framing(request: &httparse::Request) -> Phase {
                 return Phase::Lost;
             }
             transfer_encoding = true;
-            chunked = value.is_ok_and(|v| v.eq_ignore_ascii_case("chunked"));
+            chunked = value().is_ok_and(|v| v.eq_ignore_ascii_case("chunked"));
         } else if name.eq_ignore_ascii_case("upgrade") {
-            websocket |= value.is_ok_and(|v| v.eq_ignore_ascii_case("websocket"));
+            websocket |= value().is_ok_and(|v| v.eq_ignore_ascii_case("websocket"));
         }
     }
     let method = request.method.unwrap_or_default();

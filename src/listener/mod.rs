@@ -65,7 +65,6 @@ pub struct Listener {
 
 /// One accepted connection, shared by its socket and its requests.
 pub struct Connection {
-    local: SocketAddr,
     tls: bool,
     header_timeout: Duration,
     http2: bool,
@@ -114,9 +113,8 @@ impl Refused {
 }
 
 impl Connection {
-    fn new(local: SocketAddr, tls: bool, header_timeout: Duration, http2: bool) -> Connection {
+    fn new(tls: bool, header_timeout: Duration, http2: bool) -> Connection {
         Connection {
-            local,
             tls,
             header_timeout,
             http2,
@@ -140,14 +138,10 @@ impl Connection {
     }
 
     /// Whether the client connected over TLS.
-    pub fn is_tls(req: &HttpRequest) -> bool {
-        Connection::of(req).is_some_and(|conn| conn.tls)
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
-    /// The port of the listener the client connected to.
-    pub fn local_port(req: &HttpRequest) -> u16 {
-        Connection::of(req).map_or(0, |conn| conn.local.port())
-    }
 
     /// The body bytes the request being read has declared in chunk sizes so
     /// far, known before their data arrives.
@@ -216,7 +210,6 @@ impl Connection {
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("local", &self.local)
             .field("tls", &self.tls)
             .field("in_flight", &self.in_flight.get())
             .finish()
@@ -390,7 +383,6 @@ where
             refused: metrics.connections_refused.with_label_values(&[name]),
         }),
         timeouts: metrics.head_timeouts.with_label_values(&[name]),
-        local,
         header_timeout: listener.header_timeout,
     };
     let builder = ServerBuilder::new()
@@ -504,7 +496,6 @@ impl HttpSettings {
 struct Accept {
     gate: Arc<Gate>,
     timeouts: IntCounter,
-    local: SocketAddr,
     header_timeout: Duration,
 }
 
@@ -534,7 +525,7 @@ impl Accept {
 
     /// Wraps an admitted (and, with TLS, decrypted) stream for actix.
     fn watched<IO>(&self, io: IO, tls: bool, http2: bool) -> Watched<IO> {
-        let conn = Rc::new(Connection::new(self.local, tls, self.header_timeout, http2));
+        let conn = Rc::new(Connection::new(tls, self.header_timeout, http2));
         Watched::new(io, conn, http2, self.timeouts.clone())
     }
 }

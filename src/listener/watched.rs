@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -116,8 +117,8 @@ impl<IO> Watched<IO> {
         IO: AsyncRead + Unpin,
     {
         while self.held.len() < MAX_HELD && !self.eof {
-            let mut chunk = [0u8; 4096];
-            let mut read = ReadBuf::new(&mut chunk);
+            let mut chunk = [const { MaybeUninit::<u8>::uninit() }; 4096];
+            let mut read = ReadBuf::uninit(&mut chunk);
             match Pin::new(&mut self.io).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) if read.filled().is_empty() => self.eof = true,
                 Poll::Ready(Ok(())) => self.held.extend_from_slice(read.filled()),

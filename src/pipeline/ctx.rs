@@ -1,6 +1,7 @@
 //! The per-request context: filled in by each phase, read by the access log.
 
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use crate::auth::{Rejection, Session, User};
 
 use crate::config::Route;
 use crate::error::GatewayError;
+use crate::listener::Connection;
 use crate::pipeline::Runtime;
 use crate::state::AppState;
 
@@ -26,6 +28,8 @@ pub struct RequestCtx {
     pub client_ip: IpAddr,
     /// The configuration this request was served with.
     pub runtime: Arc<Runtime>,
+    /// The connection it arrived on (requests of the gateway's listeners).
+    pub conn: Option<Rc<Connection>>,
     /// Index of the matched route in `runtime.routes`.
     pub route: Option<usize>,
     pub upstream_time: Option<Duration>,
@@ -64,6 +68,7 @@ impl RequestCtx {
             peer_trusted,
             client_ip,
             runtime,
+            conn: Connection::of(req).cloned(),
             route: None,
             upstream_time: None,
             bytes_in: 0,

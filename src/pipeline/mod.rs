@@ -33,7 +33,6 @@ pub use ctx::RequestCtx;
 use crate::auth::{self, csrf, endpoints, Rejection};
 use crate::config::{AuthPolicy, Config, Route};
 use crate::error::GatewayError;
-use crate::listener::Connection;
 use crate::proxy::{self, UpstreamClient};
 use crate::ratelimit;
 use crate::routing::{self, RouteMiss, RouteTable};
@@ -69,12 +68,12 @@ pub async fn handle(
     client: web::Data<UpstreamClient>,
 ) -> HttpResponse<LoggedBody> {
     let ctx = RequestCtx::new(&req, state.runtime.load_full());
+    let conn = ctx.conn.clone();
     let mut request = Unlogged::new(
         ctx,
         state.clone().into_inner(),
         state.metrics.in_flight_guard(),
     );
-    let conn = Connection::of(&req).cloned();
     match conn.as_ref().map(|conn| conn.begin_request(&req)) {
         Some(Err(refused)) => {
             // Never forwarded, never answered on the wire; still logged, so

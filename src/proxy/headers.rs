@@ -3,16 +3,17 @@
 //! on the way upstream.
 //!
 //! Only the gateway speaks for the client. What it writes itself, replacing
-//! anything a client sent (extending it only for a trusted proxy):
-//! `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
-//! `X-Forwarded-Port`, `X-Real-IP`, `Forwarded` and `Via`; `X-Forwarded-Prefix`
-//! when the route strips a prefix. Passed on from trusted proxies only:
-//! `X-Forwarded-Prefix`, `X-Forwarded-Server`. Never passed on from anyone:
-//! `X-Original-URL` and `X-Rewrite-URL` (they would let a client choose the
-//! path an upstream serves after the gateway authorised another one) and
-//! `Expect` (the gateway answers `100 Continue` itself). Header names with
-//! `_` are dropped unless `server.allow_underscore_headers` is on, as nginx
-//! does: CGI-style upstreams read `X_User_Id` as `X-User-Id`.
+//! anything a client sent (extending or keeping it only for a trusted
+//! proxy): `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
+//! `X-Real-IP` and `Via`; `X-Forwarded-Prefix` when the route strips a
+//! prefix. Passed on from trusted proxies only, removed from anyone else:
+//! `Forwarded`, `X-Forwarded-Port`, `X-Forwarded-Prefix`, `X-Forwarded-Server`.
+//! Never passed on from anyone: `X-Original-URL` and `X-Rewrite-URL` (they
+//! would let a client choose the path an upstream serves after the gateway
+//! authorised another one) and `Expect` (the gateway answers `100 Continue`
+//! itself). Header names with `_` are dropped unless
+//! `server.allow_underscore_headers` is on, as nginx does: CGI-style
+//! upstreams read `X_User_Id` as `X-User-Id`.
 
 use std::net::IpAddr;
 
@@ -87,8 +88,6 @@ pub struct Forwarding<'a> {
     pub https: bool,
     /// The host the client asked for.
     pub host: Option<HeaderValue>,
-    /// The port the client connected to.
-    pub port: u16,
     /// The path prefix the route removed before forwarding, if any.
     pub stripped_prefix: Option<&'a str>,
     /// Whether header names with `_` are passed on.
@@ -100,26 +99,25 @@ impl Forwarding<'_> {
     /// gateway writes it itself, does not believe it from this peer, or never
     /// forwards it.
     pub fn withholds(&self, name: &HeaderName) -> bool {
-        let name_text = name.as_str();
+        let text = name.as_str();
         name == X_FORWARDED_FOR
             || name == X_FORWARDED_PROTO
             || name == X_FORWARDED_HOST
-            || name == X_FORWARDED_PORT
             || name == X_FORWARDED_PREFIX
             || name == X_REAL_IP
-            || name == FORWARDED
             || name == header::VIA
             || name == header::EXPECT
-            || name_text == "x-original-url"
-            || name_text == "x-rewrite-url"
-            || (name == X_FORWARDED_SERVER && !self.peer_trusted)
-            || (!self.allow_underscores && name_text.contains('_'))
+            || text == "x-original-url"
+            || text == "x-rewrite-url"
+            || (!self.peer_trusted
+                && (name == FORWARDED || name == X_FORWARDED_PORT || name == X_FORWARDED_SERVER))
+            || (!self.allow_underscores && text.contains('_'))
     }
 
     /// Writes the forwarding headers into `outbound`: a trusted proxy's
-    /// values are extended (`X-Forwarded-For`, `Forwarded`, `Via`,
-    /// `X-Forwarded-Prefix`) or kept (`-Proto`, `-Host`, `-Port`); anyone
-    /// else's are replaced by the gateway's own.
+    /// values are extended (`X-Forwarded-For`, `Via`, `X-Forwarded-Prefix`)
+    /// or kept (`-Proto`, `-Host`); anyone else's are replaced by the
+    /// gateway's own.
     pub fn write(&self, inbound: &HeaderMap, outbound: &mut HeaderMap) {
         let trusted =
             |name: &HeaderName| self.peer_trusted.then(|| joined(inbound, name)).flatten();
@@ -140,19 +138,12 @@ impl Forwarding<'_> {
                 outbound.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
             }
         }
-        let host = trusted(&X_FORWARDED_HOST).or_else(|| {
-            self.host
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        });
-        if let Some(host) = &host {
-            insert(outbound, X_FORWARDED_HOST, host);
-        }
-        match trusted(&X_FORWARDED_PORT) {
-            Some(port) => insert(outbound, X_FORWARDED_PORT, &port),
+        match trusted(&X_FORWARDED_HOST) {
+            Some(host) => insert(outbound, X_FORWARDED_HOST, &host),
             None => {
-                outbound.insert(X_FORWARDED_PORT, HeaderValue::from(self.port));
+                if let Some(host) = self.host.clone() {
+                    outbound.insert(X_FORWARDED_HOST, host);
+                }
             }
         }
         if let (true, Some(value)) = (self.client == self.peer, peer_value) {
@@ -166,29 +157,6 @@ impl Forwarding<'_> {
         };
         if let Some(prefix) = prefix {
             insert(outbound, X_FORWARDED_PREFIX, &prefix);
-        }
-        let mut element = String::with_capacity(64);
-        element.push_str("for=");
-        match self.peer {
-            IpAddr::V4(_) => element.push_str(&peer),
-            IpAddr::V6(_) => {
-                element.push_str("\"[");
-                element.push_str(&peer);
-                element.push_str("]\"");
-            }
-        }
-        if let Some(host) = host.as_deref().filter(|h| is_token(h)) {
-            element.push_str(";host=");
-            element.push_str(host);
-        }
-        element.push_str(if self.https {
-            ";proto=https"
-        } else {
-            ";proto=http"
-        });
-        match trusted(&FORWARDED) {
-            Some(chain) => insert(outbound, FORWARDED, &format!("{chain}, {element}")),
-            None => insert(outbound, FORWARDED, &element),
         }
         match joined(inbound, &header::VIA) {
             Some(existing) => insert(
@@ -207,14 +175,6 @@ fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
     }
-}
-
-/// Whether `text` may stand unquoted in a `Forwarded` element (an RFC 9110 token).
-fn is_token(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:".contains(&b))
 }
 
 /// All values of a header joined with `, `, when there are any.
@@ -248,7 +208,6 @@ mod tests {
             client: "203.0.113.1".parse().unwrap(),
             https: false,
             host: Some(HeaderValue::from_static("example.com")),
-            port: 8080,
             stripped_prefix: None,
             allow_underscores: false,
         }
@@ -301,11 +260,8 @@ mod tests {
         assert_eq!(out.get("x-real-ip").unwrap(), "203.0.113.1");
         assert_eq!(out.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(out.get("x-forwarded-host").unwrap(), "example.com");
-        assert_eq!(out.get("x-forwarded-port").unwrap(), "8080");
-        assert_eq!(
-            out.get("forwarded").unwrap(),
-            "for=203.0.113.1;host=example.com;proto=http"
-        );
+        assert!(out.get("x-forwarded-port").is_none());
+        assert!(out.get("forwarded").is_none());
         assert_eq!(out.get("via").unwrap(), "1.1 portcullis");
         assert!(out.get("x-forwarded-prefix").is_none());
     }
@@ -330,17 +286,14 @@ mod tests {
         let mut out = HeaderMap::new();
         copy_end_to_end(&inbound, &mut out, |name| fwd.withholds(name));
         assert_eq!(out.get("x-forwarded-server").unwrap(), "edge");
+        assert_eq!(out.get("x-forwarded-port").unwrap(), "443");
+        assert_eq!(out.get("forwarded").unwrap(), "for=6.6.6.6;proto=https");
         assert!(out.get("x-original-url").is_none());
         fwd.write(&inbound, &mut out);
         assert_eq!(out.get("x-forwarded-for").unwrap(), "6.6.6.6, 2001:db8::7");
         assert_eq!(out.get("x-real-ip").unwrap(), "6.6.6.6");
         assert_eq!(out.get("x-forwarded-proto").unwrap(), "https");
-        assert_eq!(out.get("x-forwarded-port").unwrap(), "443");
         assert_eq!(out.get("x-forwarded-prefix").unwrap(), "/outer/api");
-        assert_eq!(
-            out.get("forwarded").unwrap(),
-            "for=6.6.6.6;proto=https, for=\"[2001:db8::7]\";host=example.com;proto=http"
-        );
     }
 
     #[test]

@@ -86,6 +86,7 @@ pub async fn forward(
         .no_decompress()
         .timeout(route.timeout);
     {
+        let host = request_host(req);
         let outbound = upstream.headers_mut();
         // Identity headers are the gateway's alone: client-supplied copies
         // never pass, nor look-alikes with '_' for '-' (CGI-style upstreams
@@ -99,9 +100,8 @@ pub async fn forward(
             peer: ctx.peer_ip,
             peer_trusted: ctx.peer_trusted,
             client: ctx.client_ip,
-            https: Connection::is_tls(req),
-            host: request_host(req),
-            port: Connection::local_port(req),
+            https: ctx.conn.as_ref().is_some_and(|conn| conn.is_tls()),
+            host: host.clone(),
             stripped_prefix: (!prefix.is_empty()).then_some(prefix),
             allow_underscores: server.allow_underscore_headers,
         };
@@ -131,7 +131,7 @@ pub async fn forward(
             outbound.insert(crate::pipeline::REQUEST_ID_HEADER, id);
         }
         if route.preserve_host {
-            if let Some(host) = request_host(req) {
+            if let Some(host) = host {
                 outbound.insert(header::HOST, host);
             }
         } else if let Ok(host) = HeaderValue::from_str(route.upstream.authority.as_str()) {
@@ -140,7 +140,7 @@ pub async fn forward(
     }
 
     let outcome = Rc::new(BodyOutcome::default());
-    let body = request_body(req, payload, server, outcome.clone())?;
+    let body = request_body(req, payload, server, outcome.clone(), ctx.conn.clone())?;
     let sent = Instant::now();
     let result = upstream.send_body(body).await;
     ctx.upstream_time = Some(sent.elapsed());
@@ -208,6 +208,7 @@ fn request_body(
     payload: web::Payload,
     server: &ServerConfig,
     outcome: Rc<BodyOutcome>,
+    conn: Option<Rc<Connection>>,
 ) -> Result<BoxBody, GatewayError> {
     // A websocket or CONNECT request's "payload" is whatever the client sends
     // after the head, meant for a tunnel the upstream never agreed to: never forward it.
@@ -232,7 +233,6 @@ fn request_body(
     if length.is_some_and(|n| n > server.max_body_bytes) {
         return Err(GatewayError::PayloadTooLarge);
     }
-    let conn = Connection::of(req).cloned();
     if conn
         .as_ref()
         .is_some_and(|conn| conn.declared_body() > server.max_body_bytes)

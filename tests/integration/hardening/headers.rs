@@ -56,7 +56,6 @@ fn an_untrusted_client_cannot_speak_for_itself() {
     let echo = Echo::start();
     let gateway = echo_gateway(&echo, Setup::new());
     let headers = received(&send(&gateway, &spoofing_request(), ""));
-    let port = gateway.proxy_addr().port().to_string();
     assert_eq!(headers["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
     assert_eq!(headers["x-real-ip"], serde_json::json!(["127.0.0.1"]));
     assert_eq!(headers["x-forwarded-proto"], serde_json::json!(["http"]));
@@ -64,12 +63,9 @@ fn an_untrusted_client_cannot_speak_for_itself() {
         headers["x-forwarded-host"],
         serde_json::json!(["gateway.test"])
     );
-    assert_eq!(headers["x-forwarded-port"], serde_json::json!([port]));
-    assert_eq!(
-        headers["forwarded"],
-        serde_json::json!(["for=127.0.0.1;host=gateway.test;proto=http"])
-    );
     for gone in [
+        "forwarded",
+        "x-forwarded-port",
         "x-forwarded-prefix",
         "x-forwarded-server",
         "x-original-url",
@@ -80,7 +76,7 @@ fn an_untrusted_client_cannot_speak_for_itself() {
 }
 
 #[test]
-fn a_trusted_proxy_is_believed_and_extended() {
+fn a_trusted_proxy_is_believed() {
     let echo = Echo::start();
     let gateway = echo_gateway(
         &echo,
@@ -102,9 +98,7 @@ fn a_trusted_proxy_is_believed_and_extended() {
     assert_eq!(headers["x-forwarded-server"], serde_json::json!(["evil"]));
     assert_eq!(
         headers["forwarded"],
-        serde_json::json!([
-            "for=6.6.6.6;host=evil.example;proto=https, for=127.0.0.1;host=evil.example;proto=http"
-        ])
+        serde_json::json!(["for=6.6.6.6;host=evil.example;proto=https"])
     );
     // Path overrides are never believed, not even from a trusted proxy.
     assert!(headers.get("x-original-url").is_none());
