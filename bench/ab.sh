@@ -29,4 +29,4 @@ git worktree add --detach "$base_dir" "$base_rev" >/dev/null
 echo "building base $(git rev-parse --short "$base_rev") and the working tree"
 CARGO_TARGET_DIR="$PWD/target/ab-base" cargo build --release --quiet --manifest-path "$base_dir/Cargo.toml" --bin portcullis
 cargo build --release --quiet --bin portcullis
-exec python3 bench/ab.py target/ab-base/release/portcullis target/release/portcullis
+python3 bench/ab.py target/ab-base/release/portcullis target/release/portcullis
