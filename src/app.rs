@@ -358,7 +358,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         "storage.flush_interval",
         old.storage.flush_interval != new.storage.flush_interval,
     );
-    check("log.buffer", old.log.buffer != new.log.buffer);
+    check(
+        "log.buffer/buffer_bytes",
+        old.log.buffer != new.log.buffer || old.log.buffer_bytes != new.log.buffer_bytes,
+    );
     check(
         "storage",
         old.storage.path != new.storage.path

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use slog::info;
 use subtle::ConstantTimeEq;
 
+use super::body::Json;
 use crate::auth::{rfc3339, AccountError};
 use crate::error::GatewayError;
 use crate::state::AppState;
@@ -83,7 +84,7 @@ struct IssueSession {
 
 async fn issue_session(
     state: web::Data<AppState>,
-    body: web::Json<IssueSession>,
+    body: Json<IssueSession>,
 ) -> Result<HttpResponse, GatewayError> {
     let session_config = state.runtime.load().config.session.clone();
     let ttl = match &body.ttl {
@@ -171,7 +172,7 @@ struct NewUser {
 
 async fn add_user(
     state: web::Data<AppState>,
-    body: web::Json<NewUser>,
+    body: Json<NewUser>,
 ) -> Result<HttpResponse, GatewayError> {
     let min = state.runtime.load().config.login.min_password_length;
     let NewUser {
@@ -201,7 +202,7 @@ struct UserChange {
 async fn update_user(
     state: web::Data<AppState>,
     name: web::Path<String>,
-    body: web::Json<UserChange>,
+    body: Json<UserChange>,
 ) -> Result<HttpResponse, GatewayError> {
     let min = state.runtime.load().config.login.min_password_length;
     let UserChange {

@@ -2,6 +2,7 @@
 //! and the admin API.
 
 pub mod api;
+mod body;
 
 use std::sync::atomic::Ordering;
 
@@ -13,14 +14,11 @@ use crate::state::AppState;
 
 /// Registers the admin routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    // Malformed JSON or query strings get the gateway's JSON error, not actix's text.
-    let json = web::JsonConfig::default()
-        .limit(64 * 1024)
-        .error_handler(|err, _| GatewayError::BadRequest(err.to_string().into()).into());
+    // Malformed query strings get the gateway's JSON error, not actix's text
+    // (bodies are read by `body::Json`, which answers the same way).
     let query = web::QueryConfig::default()
         .error_handler(|err, _| GatewayError::BadRequest(err.to_string().into()).into());
-    cfg.app_data(json)
-        .app_data(query)
+    cfg.app_data(query)
         .route("/metrics", web::get().to(metrics))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))

@@ -231,7 +231,10 @@ impl Auth {
             users: RwLock::new(users),
             user_writes: tokio::sync::Mutex::new(()),
             sessions: SessionStore::open(storage, config.storage.session_cache)?,
-            hashing: Hashing::new(config.login.max_concurrent_hashes),
+            hashing: Hashing::new(
+                config.login.max_concurrent_hashes,
+                metrics.password_verifications.clone(),
+            ),
             throttle: LoginThrottle::open(
                 storage,
                 config.storage.login_throttle_keys,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use prometheus::IntCounter;
 use rand::rngs::OsRng;
 use tokio::sync::Semaphore;
 
@@ -50,12 +51,15 @@ pub enum HashingError {
 /// The argon2 slots: at most `permits` hashes run at once.
 pub struct Hashing {
     permits: Arc<Semaphore>,
+    /// Passwords verified (argon2 work actually done).
+    verifications: IntCounter,
 }
 
 impl Hashing {
-    pub fn new(permits: usize) -> Hashing {
+    pub fn new(permits: usize, verifications: IntCounter) -> Hashing {
         Hashing {
             permits: Arc::new(Semaphore::new(permits.max(1))),
+            verifications,
         }
     }
 
@@ -87,7 +91,12 @@ impl Hashing {
         phc: String,
         wait: Duration,
     ) -> Result<bool, HashingError> {
-        self.run(wait, move || verify(&password, &phc)).await
+        let verifications = self.verifications.clone();
+        self.run(wait, move || {
+            verifications.inc();
+            verify(&password, &phc)
+        })
+        .await
     }
 
     /// A new PHC string for `password`.
@@ -113,7 +122,8 @@ mod tests {
 
     #[actix_web::test]
     async fn excess_work_waits_a_bounded_time() {
-        let hashing = Arc::new(Hashing::new(1));
+        let verifications = IntCounter::new("verifications", "test").unwrap();
+        let hashing = Arc::new(Hashing::new(1, verifications));
         let (started, release) = (
             Arc::new(tokio::sync::Notify::new()),
             Arc::new(std::sync::Barrier::new(2)),

@@ -27,7 +27,7 @@ pub use rate_limits::{FailMode, KeyPart, RateLimitPolicy};
 pub use units::{parse_duration, ByteSize, HumanDuration, MAX_DURATION};
 
 use model::RawSections;
-use raw::RawRoute;
+use raw::{RawRateLimit, RawRoute};
 
 /// The configuration `serve` uses when no `--config` is given: loopback
 /// listeners, data under `./portcullis-data`, no routes.
@@ -182,7 +182,13 @@ fn base_figment(source: &ConfigSource) -> Result<Figment, Vec<ConfigError>> {
                     format!("cannot read the configuration file: {err}"),
                 )]);
             }
-            Figment::from(Toml::file(path))
+            let figment = Figment::from(Toml::file(path));
+            // A file that is not TOML is one problem, reported once (every
+            // profile layer would otherwise report it again).
+            if let Err(err) = figment.extract::<Dict>() {
+                return Err(err.into_iter().take(1).map(|e| describe(&e, "")).collect());
+            }
+            figment
         }
         ConfigSource::Embedded => Figment::from(Toml::string(EMBEDDED_DEFAULT)),
     })
@@ -235,7 +241,19 @@ fn extract_sections(figment: &Figment, errors: &mut Vec<ConfigError>) -> RawSect
         }
         Err(err) => errors.extend(err.into_iter().map(|e| describe(&e, ""))),
     }
-    // Routes are deserialised one by one so that every bad entry is reported.
+    // Policies and routes are deserialised one by one so that every bad
+    // entry is reported, once: a policy that could not be read is kept as
+    // `None`, so routes naming it are not told it does not exist.
+    let policies: Dict = section(figment, "rate_limits", errors);
+    let rate_limits = policies
+        .into_iter()
+        .map(|(name, value)| {
+            let before = errors.len();
+            let raw =
+                deserialize_all::<RawRateLimit>(value, &format!("rate_limits.{name}"), errors);
+            (name, (errors.len() == before).then_some(raw))
+        })
+        .collect();
     let routes: Vec<Value> = section(figment, "routes", errors);
     let routes = routes
         .into_iter()
@@ -250,7 +268,7 @@ fn extract_sections(figment: &Figment, errors: &mut Vec<ConfigError>) -> RawSect
         log: section(figment, "log", errors),
         session: section(figment, "session", errors),
         login: section(figment, "login", errors),
-        rate_limits: section(figment, "rate_limits", errors),
+        rate_limits,
         routes,
     }
 }

@@ -187,7 +187,10 @@ pub struct LogConfig {
     pub format: LogFormat,
     pub output: LogOutput,
     pub redact_query: Vec<String>,
+    /// Lines waiting for the writer, at most.
     pub buffer: usize,
+    /// Bytes waiting for the writer, at most.
+    pub buffer_bytes: usize,
 }
 
 /// How log lines are written.
@@ -362,7 +365,8 @@ pub(super) struct RawSections {
     pub log: RawLog,
     pub session: RawSession,
     pub login: RawLogin,
-    pub rate_limits: std::collections::BTreeMap<String, RawRateLimit>,
+    /// Every policy declared; `None` for one that could not be read.
+    pub rate_limits: std::collections::BTreeMap<String, Option<RawRateLimit>>,
     pub routes: Vec<RawRoute>,
 }
 
@@ -409,7 +413,7 @@ impl Config {
             log,
             session,
             login,
-            rate_limits: policies.into_values().collect(),
+            rate_limits: policies.usable.into_values().collect(),
             routes,
         })
     }
@@ -838,6 +842,7 @@ fn log_config(e: &mut Errors, raw: RawLog, profile: Profile) -> LogConfig {
         output,
         redact_query,
         buffer,
+        buffer_bytes,
     } = raw;
     let level = match level.as_deref().unwrap_or("info") {
         "error" => slog::Level::Error,
@@ -876,12 +881,21 @@ fn log_config(e: &mut Errors, raw: RawLog, profile: Profile) -> LogConfig {
         Some(path) => LogOutput::File(path.into()),
     };
     let buffer = at_least_one(e, "log.buffer", buffer, 65_536);
+    let buffer_bytes = match buffer_bytes.map(|b| b.0) {
+        None => 16 * 1024 * 1024,
+        Some(n) if n < 64 * 1024 => {
+            e.push("log.buffer_bytes", "must be at least 64KiB");
+            64 * 1024
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
     LogConfig {
         level,
         format,
         output,
         redact_query: redact_query.unwrap_or_default(),
         buffer,
+        buffer_bytes,
     }
 }
 
@@ -889,7 +903,7 @@ fn routes_config(
     e: &mut Errors,
     raw: Vec<RawRoute>,
     default_timeout: Duration,
-    policies: &std::collections::BTreeMap<String, Arc<RateLimitPolicy>>,
+    policies: &rate_limits::Policies,
     default_limits: &[Arc<RateLimitPolicy>],
 ) -> Vec<Route> {
     let mut routes = Vec::with_capacity(raw.len());

@@ -1,6 +1,6 @@
 //! `[rate_limits.<name>]` policies and their attachment to routes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,12 +63,20 @@ pub enum FailMode {
     Closed,
 }
 
-/// Validates every policy.
-pub(super) fn policies(
-    e: &mut Errors,
-    raw: BTreeMap<String, RawRateLimit>,
-) -> BTreeMap<String, Arc<RateLimitPolicy>> {
+/// The policies of a configuration.
+pub(super) struct Policies {
+    /// The policies routes can use.
+    pub usable: BTreeMap<String, Arc<RateLimitPolicy>>,
+    /// Every name declared, usable or not: a route naming a broken policy
+    /// is not told again that it does not exist.
+    declared: BTreeSet<String>,
+}
+
+/// Validates every policy (`None`: its section could not be read, which is
+/// already reported).
+pub(super) fn policies(e: &mut Errors, raw: BTreeMap<String, Option<RawRateLimit>>) -> Policies {
     let mut out = BTreeMap::new();
+    let declared = raw.keys().cloned().collect();
     for (name, raw) in raw {
         let path = |field: &str| format!("rate_limits.{name}.{field}");
         if name == "none"
@@ -83,6 +91,9 @@ pub(super) fn policies(
             );
             continue;
         }
+        let Some(raw) = raw else {
+            continue;
+        };
         let RawRateLimit {
             key,
             limit,
@@ -169,7 +180,10 @@ pub(super) fn policies(
             }),
         );
     }
-    out
+    Policies {
+        usable: out,
+        declared,
+    }
 }
 
 fn key_part(text: &str) -> Result<KeyPart, String> {
@@ -198,7 +212,7 @@ pub(super) fn attach(
     e: &mut Errors,
     path: &str,
     setting: Option<OneOrMany>,
-    policies: &BTreeMap<String, Arc<RateLimitPolicy>>,
+    policies: &Policies,
     inherited: &[Arc<RateLimitPolicy>],
 ) -> Vec<Arc<RateLimitPolicy>> {
     let names = match setting {
@@ -218,9 +232,9 @@ pub(super) fn attach(
                 );
                 return None;
             }
-            let found = policies.get(name).cloned();
-            if found.is_none() {
-                let known: Vec<&str> = policies.keys().map(String::as_str).collect();
+            let found = policies.usable.get(name).cloned();
+            if found.is_none() && !policies.declared.contains(name) {
+                let known: Vec<&str> = policies.usable.keys().map(String::as_str).collect();
                 e.push(
                     path,
                     format!(

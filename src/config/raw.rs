@@ -122,6 +122,7 @@ pub struct RawLog {
     pub output: Option<String>,
     pub redact_query: Option<Vec<String>>,
     pub buffer: Option<usize>,
+    pub buffer_bytes: Option<ByteSize>,
 }
 
 /// One `[[routes]]` entry.

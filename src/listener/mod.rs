@@ -142,7 +142,6 @@ impl Connection {
         self.tls
     }
 
-
     /// The body bytes the request being read has declared in chunk sizes so
     /// far, known before their data arrives.
     pub fn declared_body(&self) -> u64 {

@@ -172,6 +172,12 @@ impl Completion {
                 .upstream_errors
                 .with_label_values(&[route_id, kind])
                 .inc();
+            slog::warn!(self.state.logging.logger, "upstream request failed";
+                "route" => route_id,
+                "upstream" => ctx.route().map_or("none", |r| r.upstream.url.as_str()),
+                "kind" => kind,
+                "error" => ctx.upstream_error.as_deref().unwrap_or("timed out"),
+                "request_id" => &ctx.request_id);
         }
         write_access_line(
             &self.state.logging,
@@ -229,10 +235,12 @@ impl KV for AccessLine<'_> {
         let req = &ctx.req;
         let redact = &ctx.runtime.config.log.redact_query;
         s.emit_str("request_id", &ctx.request_id)?;
-        s.emit_str("method", req.method().as_str())?;
-        s.emit_str("path", req.path())?;
+        s.emit_str("method", &truncated(req.method().as_str(), MAX_METHOD))?;
+        s.emit_str("path", &truncated(req.path(), MAX_PATH))?;
         match req.uri().query() {
-            Some(query) => s.emit_str("query", &redact_query(query, redact))?,
+            Some(query) => {
+                s.emit_str("query", &truncated(&redact_query(query, redact), MAX_PATH))?
+            }
             None => s.emit_none("query")?,
         }
         s.emit_u16("status", self.status)?;
@@ -249,7 +257,7 @@ impl KV for AccessLine<'_> {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
         {
-            Some(ua) => s.emit_str("user_agent", ua)?,
+            Some(ua) => s.emit_str("user_agent", &truncated(ua, MAX_USER_AGENT))?,
             None => s.emit_none("user_agent")?,
         }
         s.emit_str("route", self.route_id)?;
@@ -283,6 +291,10 @@ impl KV for AccessLine<'_> {
             Some(code) => s.emit_str("error", code)?,
             None => s.emit_none("error")?,
         }
+        match ctx.upstream_failure {
+            Some(kind) => s.emit_str("upstream_error", kind)?,
+            None => s.emit_none("upstream_error")?,
+        }
         Ok(())
     }
 }
@@ -311,6 +323,27 @@ impl slog::SerdeValue for RateLimitField {
     }
 }
 
+/// Longest path (and query) written into an access line; longer ones are cut.
+const MAX_PATH: usize = 2048;
+/// Longest user agent written into an access line.
+const MAX_USER_AGENT: usize = 512;
+/// Longest method written (extension methods can be long tokens).
+const MAX_METHOD: usize = 32;
+
+/// `value`, or its first `max` bytes (at a character boundary) and a marker
+/// saying how much was cut: `…[+1234 bytes]`. A client cannot make one
+/// access line arbitrarily long.
+pub fn truncated(value: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if value.len() <= max {
+        return value.into();
+    }
+    let mut cut = max;
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…[+{} bytes]", &value[..cut], value.len() - cut).into()
+}
+
 fn round3(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
 }
@@ -333,6 +366,14 @@ pub fn redact_query<'q>(query: &'q str, names: &[String]) -> std::borrow::Cow<'q
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_values_are_cut_with_a_marker() {
+        assert_eq!(truncated("short", 10), "short");
+        assert_eq!(truncated("abcdefghij", 4), "abcd…[+6 bytes]");
+        // Never inside a character.
+        assert_eq!(truncated("ééé", 3), "é…[+4 bytes]");
+    }
 
     #[test]
     fn redacts_only_the_named_parameters() {

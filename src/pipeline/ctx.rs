@@ -36,8 +36,11 @@ pub struct RequestCtx {
     pub bytes_in: u64,
     /// The error code when the gateway produced the response itself.
     pub error: Option<&'static str>,
-    /// How the upstream exchange failed, for `portcullis_upstream_errors_total`.
+    /// How the upstream exchange failed, for `portcullis_upstream_errors_total`
+    /// and the access log.
     pub upstream_failure: Option<&'static str>,
+    /// What the upstream client reported when the exchange failed.
+    pub upstream_error: Option<String>,
     /// The authenticated user and session, if any.
     pub principal: Option<(Arc<User>, Arc<Session>)>,
     /// The authentication outcome, for the access log and metrics.
@@ -74,6 +77,7 @@ impl RequestCtx {
             bytes_in: 0,
             error: None,
             upstream_failure: None,
+            upstream_error: None,
             principal: None,
             auth: "none",
             set_cookie: None,

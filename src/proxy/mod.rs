@@ -147,7 +147,17 @@ pub async fn forward(
     ctx.bytes_in = outcome.bytes.get();
     let response = match result {
         Ok(response) => response,
-        Err(err) => return Err(classify(&err, outcome.failure.get())),
+        Err(err) => {
+            let error = classify(&err, outcome.failure.get());
+            if matches!(
+                error,
+                GatewayError::BadGateway(_) | GatewayError::GatewayTimeout
+            ) {
+                // Why, in the operator's words (the OS error, the TLS problem), for the log.
+                ctx.upstream_error = Some(err.to_string());
+            }
+            return Err(error);
+        }
     };
     Ok(client_response(req.method(), response))
 }

@@ -14,8 +14,9 @@
 //! formatting.) The writer thread is not woken per line, which would cost a
 //! context switch per request: it takes the whole queue every
 //! [`WRITE_INTERVAL`] and writes it at once. Lines that arrive while the
-//! queue is full are dropped and counted in `portcullis_log_dropped_total`
-//! rather than blocking the request path.
+//! queue is full (`log.buffer` lines or `log.buffer_bytes` bytes) are
+//! dropped and counted in `portcullis_log_dropped_total` rather than
+//! blocking the request path.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -47,6 +48,8 @@ struct Queue {
     lines: Mutex<Pending>,
     /// At most this many lines wait; more are dropped.
     capacity: usize,
+    /// At most this many bytes wait; more are dropped.
+    capacity_bytes: usize,
 }
 
 #[derive(Default)]
@@ -69,6 +72,7 @@ impl Logging {
         let queue = Arc::new(Queue {
             lines: Mutex::new(Pending::default()),
             capacity: config.buffer,
+            capacity_bytes: config.buffer_bytes,
         });
         let (control, requests) = mpsc::channel();
         let target = config.output.clone();
@@ -361,7 +365,9 @@ impl Drain for FormatAndQueue {
             let Ok(mut pending) = self.queue.lines.lock() else {
                 return;
             };
-            if pending.lines >= self.queue.capacity {
+            if pending.lines >= self.queue.capacity
+                || pending.bytes.len() + line.len() > self.queue.capacity_bytes
+            {
                 self.dropped.inc();
                 return;
             }

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub connections_open: IntGaugeVec,
     pub connections_refused: IntCounterVec,
     pub head_timeouts: IntCounterVec,
+    pub password_verifications: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -149,6 +150,11 @@ impl Metrics {
             &["listener"],
         )
         .expect("valid metric");
+        let password_verifications = IntCounter::new(
+            "password_verifications_total",
+            "Passwords checked with argon2 (logins that got as far as hashing)",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -167,6 +173,7 @@ impl Metrics {
             Box::new(connections_open.clone()),
             Box::new(connections_refused.clone()),
             Box::new(head_timeouts.clone()),
+            Box::new(password_verifications.clone()),
         ] {
             registry
                 .register(collector)
@@ -197,6 +204,7 @@ impl Metrics {
             connections_open,
             connections_refused,
             head_timeouts,
+            password_verifications,
         }
     }
 
