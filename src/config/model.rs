@@ -742,23 +742,23 @@ fn server_config(e: &mut Errors, raw: RawServer) -> ServerConfig {
         max_connections: at_least_one(e, "server.max_connections", max_connections, 10_000),
         allow_underscore_headers: allow_underscore_headers.unwrap_or(false),
         address_prefixes: AddressPrefixes {
-            v4: prefix_length(e, "server.client_ipv4_prefix", client_ipv4_prefix, 32),
-            v6: prefix_length(e, "server.client_ipv6_prefix", client_ipv6_prefix, 64),
+            v4: prefix_length(e, "server.client_ipv4_prefix", client_ipv4_prefix, 32, 32),
+            v6: prefix_length(e, "server.client_ipv6_prefix", client_ipv6_prefix, 64, 128),
         },
     }
 }
 
-/// A network prefix length between 1 and `max` bits, `max` when unset.
-fn prefix_length(e: &mut Errors, path: &str, value: Option<u8>, max: u8) -> u8 {
+/// A network prefix length between 1 and `max` bits, `default` when unset.
+fn prefix_length(e: &mut Errors, path: &str, value: Option<u8>, default: u8, max: u8) -> u8 {
     match value {
-        None => max,
+        None => default,
         Some(bits) if (1..=max).contains(&bits) => bits,
         Some(bits) => {
             e.push(
                 path,
                 format!("{bits} is not a prefix length from 1 to {max}"),
             );
-            max
+            default
         }
     }
 }

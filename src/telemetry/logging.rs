@@ -459,3 +459,37 @@ impl log::Log for LogBridge {
 
     fn flush(&self) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_as_well_as_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let config = LogConfig {
+            level: Level::Info,
+            format: LogFormat::Json,
+            output: LogOutput::File(path.clone()),
+            redact_query: Vec::new(),
+            buffer: 1_000_000,
+            buffer_bytes: 64 * 1024,
+        };
+        let dropped = IntCounter::new("dropped", "test").unwrap();
+        let logging = Logging::new(&config, dropped.clone()).unwrap();
+        let big = "x".repeat(4096);
+        // Far faster than the writer's interval: the bytes bound must hold.
+        for _ in 0..100 {
+            slog::info!(logging.logger, "big"; "value" => &big);
+        }
+        logging.flush();
+        let written = std::fs::read_to_string(&path).unwrap().lines().count() as u64;
+        assert!(dropped.get() > 0, "nothing was dropped");
+        assert!(
+            written <= 64 * 1024 / 4096 * 2,
+            "{written} lines were queued"
+        );
+        assert_eq!(written + dropped.get(), 100);
+    }
+}
