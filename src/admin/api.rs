@@ -40,6 +40,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/rate-limits/{policy}/{key}",
                 web::delete().to(reset_rate_limit),
+            )
+            .route("/login-throttle", web::get().to(list_login_throttle))
+            .route(
+                "/login-throttle/{kind}/{value}",
+                web::delete().to(reset_login_throttle),
             ),
     );
 }
@@ -295,4 +300,55 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
         d if d.is_zero() => Err(format!("{text:?} must be longer than zero")),
         d => Ok(d),
     }
+}
+
+/// The usernames and addresses with the most recent failed logins.
+async fn list_login_throttle(state: web::Data<AppState>) -> Result<HttpResponse, GatewayError> {
+    let config = &state.runtime.load().config.login;
+    let entries: Vec<_> = state
+        .auth
+        .throttle
+        .busiest(100)
+        .into_iter()
+        .filter_map(|(key, failures)| {
+            let (kind, value) = key.split_once('|')?;
+            let limit = match kind {
+                "user" => config.max_failures_per_user,
+                _ => config.max_failures_per_ip,
+            };
+            Some(serde_json::json!({
+                "kind": kind,
+                "value": value,
+                "failures": failures,
+                "locked": failures >= limit,
+            }))
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(entries))
+}
+
+/// Forgets the failed logins of a username (`user`) or a client address or
+/// network (`address`), e.g. to let a locked-out user in again.
+async fn reset_login_throttle(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, GatewayError> {
+    let (kind, value) = path.into_inner();
+    if kind != "user" && kind != "address" {
+        return Err(GatewayError::NoSuchResource(format!(
+            "{kind:?} is not user or address"
+        )));
+    }
+    let removed = state
+        .auth
+        .throttle
+        .reset(&format!("{kind}|{value}"))
+        .map_err(|_| GatewayError::ServiceUnavailable)?;
+    if !removed {
+        return Err(GatewayError::NoSuchResource(format!(
+            "no failed logins counted for {kind} {value:?}"
+        )));
+    }
+    info!(state.logging.logger, "admin: login throttle reset"; "kind" => &kind, "value" => &value);
+    Ok(HttpResponse::NoContent().finish())
 }

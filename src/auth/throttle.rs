@@ -101,6 +101,11 @@ impl LoginThrottle {
         self.counters.is_empty()
     }
 
+    /// Forgets one key (`user|NAME` or `address|ADDRESS`); true when it existed.
+    pub fn reset(&self, key: &str) -> Result<bool, crate::ratelimit::StoreError> {
+        self.counters.reset(key)
+    }
+
     /// The `n` usernames and addresses with the most recent failures.
     pub fn busiest(&self, n: usize) -> Vec<(String, u64)> {
         self.counters.busiest("", n)

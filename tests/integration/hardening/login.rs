@@ -389,4 +389,23 @@ async fn no_rate_limit_policy_can_reach_the_login_throttle() {
         admin(&gateway, Method::DELETE, path, None).await;
     }
     assert_eq!(login(&gateway, "alice", PASSWORD).await.status(), 429);
+    // The throttle's own endpoints show and clear it.
+    let (status, listed) = admin(&gateway, Method::GET, "/admin/api/login-throttle", None).await;
+    assert_eq!(status, 200);
+    let alice = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "user" && e["value"] == "alice")
+        .unwrap_or_else(|| panic!("alice is not listed: {listed}"));
+    assert_eq!(alice["locked"], true, "{alice}");
+    let (status, _) = admin(
+        &gateway,
+        Method::DELETE,
+        "/admin/api/login-throttle/user/alice",
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(login(&gateway, "alice", PASSWORD).await.status(), 200);
 }
