@@ -265,15 +265,10 @@ proptest! {
         assert_jar(&jar)?;
     }
 
-    // FAILS: a gateway bug, not a test bug; keep it failing until fixed.
-    // Browsers send cookie values with UTF-8 as they were set (RFC 6265
-    // forbids them, `document.cookie` does not). One such cookie makes the
-    // gateway skip its whole `Cookie` header: the session cookie in it is not
-    // found (the user is logged out on every request) and no cookie in it
-    // reaches the upstream. Minimal case: `Cookie: sid=; a=\u{80}` (U+0080
-    // as UTF-8), session cookie `sid`: `session_cookie_value` is `None`
-    // instead of `Some("")`, `strip_session_cookie` is `None` instead of
-    // `a=\u{80}`.
+    // Found by this property: browsers send cookie values with UTF-8 as they
+    // were set (RFC 6265 forbids them, `document.cookie` does not), and one
+    // such cookie made the gateway skip its whole `Cookie` header. Minimal
+    // case: `Cookie: sid=; a=\u{80}`, session cookie `sid`.
     /// The same beside cookies whose values hold UTF-8.
     #[test]
     fn the_session_cookie_is_found_beside_cookies_with_utf8_values(
@@ -912,14 +907,10 @@ proptest! {
         }
     }
 
-    // FAILS: a gateway bug, not a test bug; keep it failing until fixed.
-    // With `server.allow_underscore_headers` on, `X_Forwarded_For` and
-    // `X_Real_IP` pass beside the gateway's own `X-Forwarded-For` and
-    // `X-Real-IP`. Upstreams that read `_` as `-` (CGI-style ones, Puma
-    // before 6.4.3) then take the client's value: the identity headers are
-    // guarded against exactly these look-alikes whatever the setting, the
-    // forwarding headers are not. Minimal case: header `x_forwarded_for: 1`,
-    // untrusted peer, `allow_underscores: true`: it is copied upstream.
+    // Found by this property: with `server.allow_underscore_headers` on,
+    // `X_Forwarded_For` passed beside the gateway's own `X-Forwarded-For`,
+    // and upstreams that read `_` as `-` (CGI-style ones, Puma before
+    // 6.4.3) took the client's value.
     /// No look-alike (`_` for `-`) of a header only the gateway speaks
     /// passes from an untrusted peer, whatever `allow_underscore_headers` says.
     #[test]
@@ -950,11 +941,9 @@ proptest! {
         }
     }
 
-    // FAILS: a gateway bug, not a test bug; keep it failing until fixed.
-    // A `Connection` value with one byte outside visible ASCII (obs-text,
-    // which field values may carry) is skipped whole, so the headers it
-    // names are forwarded, against RFC 9110 §7.6.1. Minimal case:
-    // `Connection: accept, \x80` and `Accept: 1`: `accept` is copied.
+    // Found by this property: a `Connection` value with one byte outside
+    // visible ASCII (obs-text) was skipped whole, so the headers it named
+    // were forwarded. Minimal case: `Connection: accept, \x80`.
     /// `Connection` lists are honoured even when an item is not ASCII.
     #[test]
     fn connection_lists_with_obs_text_still_name_headers(
@@ -1467,12 +1456,8 @@ proptest! {
         assert_loads_or_explains(&file)?;
     }
 
-    // FAILS: a gateway bug, not a test bug; keep it failing until fixed.
-    // A top-level key that is the empty string is reported as an unknown
-    // section under an empty key path. Minimal case: the file `[""]` (or
-    // `"" = 1`): `load` and `check` both return
-    // `ConfigError { path: "", message: "unknown section (...)" }`, which
-    // `portcullis check` prints as `: unknown section (...)`.
+    // Found by this property: a top-level key that is the empty string
+    // (`[""]`) was reported under an empty key path.
     /// Structurally plausible files: the right sections, known keys with
     /// values of the wrong type, out of range or nonsense.
     #[test]

@@ -6,15 +6,34 @@ use actix_web::http::header::{HeaderMap, HeaderValue, COOKIE};
 use crate::config::{SameSite, SessionConfig};
 use crate::storage::now_ms;
 
-/// The value of the session cookie in the request's `Cookie` headers.
-pub fn session_cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+/// Every `name=value` pair of the request's `Cookie` headers, as bytes:
+/// browsers send whatever a page stored, UTF-8 included, and one such
+/// cookie must not hide the others.
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(COOKIE)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value.trim_matches('"'))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .map(<[u8]>::trim_ascii)
+        .filter(|pair| !pair.is_empty())
+}
+
+/// A pair's name: everything before the first `=`, or the whole pair.
+fn pair_name(pair: &[u8]) -> &[u8] {
+    pair.split(|&b| b == b'=')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii()
+}
+
+/// The value of the session cookie in the request's `Cookie` headers
+/// (`None` when absent, or when its value is not text: then it is no token).
+pub fn session_cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let pair = cookie_pairs(headers)
+        .find(|pair| pair.contains(&b'=') && pair_name(pair) == name.as_bytes())?;
+    let value = &pair[pair.iter().position(|&b| b == b'=')? + 1..];
+    std::str::from_utf8(value.trim_ascii())
+        .ok()
+        .map(|v| v.trim_matches('"'))
 }
 
 /// `Set-Cookie` for a session token: HttpOnly, Secure and SameSite per
@@ -47,15 +66,11 @@ fn build(config: &SessionConfig, value: &str, max_age: time::Duration) -> Header
 /// The `Cookie` header to send upstream: every cookie but the session
 /// cookie, or `None` when nothing is left.
 pub fn strip_session_cookie(headers: &HeaderMap, name: &str) -> Option<HeaderValue> {
-    let kept: Vec<&str> = headers
-        .get_all(COOKIE)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty() && pair.split_once('=').map_or(*pair, |(n, _)| n) != name)
+    let kept: Vec<&[u8]> = cookie_pairs(headers)
+        .filter(|pair| pair_name(pair) != name.as_bytes())
         .collect();
     (!kept.is_empty())
-        .then(|| HeaderValue::from_str(&kept.join("; ")).ok())
+        .then(|| HeaderValue::from_bytes(&kept.join(&b"; "[..])).ok())
         .flatten()
 }
 
@@ -82,5 +97,15 @@ mod tests {
         assert_eq!(session_cookie_value(&h, "x"), None);
         assert_eq!(strip_session_cookie(&h, "sid").unwrap(), "a=1; b=2; c=3");
         assert_eq!(strip_session_cookie(&cookies(&["sid=tok"]), "sid"), None);
+    }
+
+    #[test]
+    fn a_cookie_that_is_not_ascii_hides_nothing() {
+        let h = cookies(&["lang=français; sid=tok; a=1"]);
+        assert_eq!(session_cookie_value(&h, "sid"), Some("tok"));
+        assert_eq!(
+            strip_session_cookie(&h, "sid").unwrap().as_bytes(),
+            "lang=français; a=1".as_bytes()
+        );
     }
 }

@@ -226,7 +226,11 @@ fn extract_sections(figment: &Figment, errors: &mut Vec<ConfigError>) -> RawSect
         Ok(top) => {
             for key in top.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
                 errors.push(ConfigError::new(
-                    key.clone(),
+                    if key.is_empty() {
+                        "\"\"".into()
+                    } else {
+                        key.clone()
+                    },
                     format!("unknown section (expected one of: {})", SECTIONS.join(", ")),
                 ));
             }

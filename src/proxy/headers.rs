@@ -4,16 +4,18 @@
 //!
 //! Only the gateway speaks for the client. What it writes itself, replacing
 //! anything a client sent (extending or keeping it only for a trusted
-//! proxy): `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
-//! `X-Real-IP` and `Via`; `X-Forwarded-Prefix` when the route strips a
-//! prefix. Passed on from trusted proxies only, removed from anyone else:
+//! proxy): `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and
+//! `X-Real-IP`; `X-Forwarded-Prefix` when the route strips a prefix. `Via`
+//! is the one the gateway appends its own entry to, whoever sent it (RFC
+//! 9110 §7.6.3). Passed on from trusted proxies only, removed from anyone else:
 //! `Forwarded`, `X-Forwarded-Port`, `X-Forwarded-Prefix`, `X-Forwarded-Server`.
 //! Never passed on from anyone: `X-Original-URL` and `X-Rewrite-URL` (they
 //! would let a client choose the path an upstream serves after the gateway
 //! authorised another one) and `Expect` (the gateway answers `100 Continue`
 //! itself). Header names with `_` are dropped unless
 //! `server.allow_underscore_headers` is on, as nginx does: CGI-style
-//! upstreams read `X_User_Id` as `X-User-Id`.
+//! upstreams read `X_User_Id` as `X-User-Id`. Even when on, a name that
+//! reads as a withheld one with `_` as `-` (`X_Forwarded_For`) is dropped.
 
 use std::net::IpAddr;
 
@@ -41,16 +43,18 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Copies `from` into `to` without hop-by-hop headers, framing headers, the
 /// headers `Connection` names, and any header for which `skip` is true.
 pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap, skip: impl Fn(&HeaderName) -> bool) {
-    let named: Vec<&str> = from
+    // Bytes, not text: one item outside ASCII must not void the whole list.
+    let named: Vec<&[u8]> = from
         .get_all(header::CONNECTION)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
         .filter(|v| !v.is_empty())
         .collect();
     for (name, value) in from.iter() {
         if is_hop_by_hop(name)
-            || named.iter().any(|n| name.as_str().eq_ignore_ascii_case(n))
+            || named
+                .iter()
+                .any(|n| name.as_str().as_bytes().eq_ignore_ascii_case(n))
             || skip(name)
         {
             continue;
@@ -100,18 +104,31 @@ impl Forwarding<'_> {
     /// forwards it.
     pub fn withholds(&self, name: &HeaderName) -> bool {
         let text = name.as_str();
-        name == X_FORWARDED_FOR
-            || name == X_FORWARDED_PROTO
-            || name == X_FORWARDED_HOST
-            || name == X_FORWARDED_PREFIX
-            || name == X_REAL_IP
-            || name == header::VIA
-            || name == header::EXPECT
-            || text == "x-original-url"
-            || text == "x-rewrite-url"
-            || (!self.peer_trusted
-                && (name == FORWARDED || name == X_FORWARDED_PORT || name == X_FORWARDED_SERVER))
-            || (!self.allow_underscores && text.contains('_'))
+        if !text.contains('_') {
+            return self.withholds_name(text);
+        }
+        // An upstream may read `_` as `-`: a look-alike of a withheld name
+        // is withheld too.
+        !self.allow_underscores || self.withholds_name(&text.replace('_', "-"))
+    }
+
+    fn withholds_name(&self, text: &str) -> bool {
+        matches!(
+            text,
+            "x-forwarded-for"
+                | "x-forwarded-proto"
+                | "x-forwarded-host"
+                | "x-forwarded-prefix"
+                | "x-real-ip"
+                | "via"
+                | "expect"
+                | "x-original-url"
+                | "x-rewrite-url"
+        ) || (!self.peer_trusted
+            && matches!(
+                text,
+                "forwarded" | "x-forwarded-port" | "x-forwarded-server"
+            ))
     }
 
     /// Writes the forwarding headers into `outbound`: a trusted proxy's

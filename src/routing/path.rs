@@ -101,13 +101,17 @@ fn is_dot_with_params(segment: &str) -> bool {
 }
 
 /// The key a normalised path is matched on: every segment without its `;`
-/// parameters, ASCII lower case, and no empty segment, so no trailing slash
-/// (except for `/`): servlet containers drop the empty segment that
-/// `/admin/;x/users` leaves, and so must the key. Borrowed when the path is
-/// already its own key, the common case.
+/// parameters, ASCII lower case, its remaining escapes decoded, and no empty
+/// segment, so no trailing slash (except for `/`). Servlet containers drop
+/// the empty segment that `/admin/;x/users` leaves, and upstreams decode
+/// `/a%21b` to `/a!b` and `/caf%C3%A9` to `/café`: so must the key, or a
+/// route for one spelling would be bypassed by another. Borrowed when the
+/// path is already its own key, the common case.
 pub fn match_key(path: &str) -> Cow<'_, str> {
     let bytes = path.as_bytes();
-    let plain = !bytes.iter().any(|&b| b == b';' || b.is_ascii_uppercase())
+    let plain = !bytes
+        .iter()
+        .any(|&b| b == b';' || b == b'%' || b.is_ascii_uppercase())
         && (path.len() == 1 || !path.ends_with('/'));
     if plain {
         return Cow::Borrowed(path);
@@ -117,13 +121,48 @@ pub fn match_key(path: &str) -> Cow<'_, str> {
         let name = segment.split(';').next().unwrap_or_default();
         if !name.is_empty() {
             key.push('/');
-            key.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+            push_key_segment(&mut key, &name.to_ascii_lowercase());
         }
     }
     if key.is_empty() {
         key.push('/');
     }
     Cow::Owned(key)
+}
+
+/// Appends a lower-cased segment with its escapes decoded (but `%3B` and
+/// `%25`); a segment whose escapes are not UTF-8 is kept escaped (no route
+/// literal can equal it).
+fn push_key_segment(key: &mut String, segment: &str) {
+    if !segment.contains('%') {
+        key.push_str(segment);
+        return;
+    }
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match escaped {
+            // `;` and `%` stay escaped: decoded, they would mean something
+            // else to the key itself (and no route literal holds them).
+            Some(byte) if byte != b';' && byte != b'%' => {
+                decoded.push(byte);
+                i += 3;
+            }
+            _ => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    match String::from_utf8(decoded) {
+        Ok(text) => key.push_str(&text),
+        Err(_) => key.push_str(segment),
+    }
 }
 
 fn decode_unreserved(segment: &str) -> Result<String, PathError> {
@@ -242,7 +281,11 @@ mod tests {
         assert_eq!(match_key("/admin;jsessionid=X/"), "/admin");
         assert_eq!(match_key("/;x"), "/");
         assert_eq!(match_key("/admin/;x/users"), "/admin/users");
-        assert_eq!(match_key("/caf%C3%A9"), "/caf%c3%a9");
+        assert_eq!(match_key("/caf%C3%A9"), "/caf\u{e9}");
+        assert_eq!(match_key("/a%21b/x"), "/a!b/x");
+        assert_eq!(match_key("/A%3Bx/y"), "/a%3bx/y");
+        assert_eq!(match_key("/%25"), "/%25");
+        assert_eq!(match_key("/bad%FF"), "/bad%ff");
     }
 
     #[test]

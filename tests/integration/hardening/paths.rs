@@ -109,9 +109,17 @@ async fn a_public_catch_all_never_serves_a_protected_path() {
         Setup::new()
             .route(route("public", "/*", &echo.url()))
             .route(route("admin", "/admin/*", &echo.url()).authenticated())
-            .route(route("secret", "/api/secret", &echo.url()).authenticated()),
+            .route(route("secret", "/api/secret", &echo.url()).authenticated())
+            .route(route("bang", "/a!b/*", &echo.url()).authenticated())
+            .route(route("cafe", "/café/*", &echo.url()).authenticated()),
     );
     for target in [
+        // Upstreams decode escapes the gateway keeps: so does the match.
+        "/a%21b/x",
+        "/A%21B",
+        "/a!b/x",
+        "/caf%C3%A9/menu",
+        "/CAF%c3%a9",
         "/admin",
         "/ADMIN/x",
         "/Admin;x=1/users",
