@@ -209,7 +209,7 @@ http://127.0.0.1:{port} {{
     return Proc("caddy", pinned(PROXY_CPUS, f"caddy run --config {conf} --adapter caddyfile"), env=env), {}
 
 
-def portcullis(port, full=False):
+def portcullis(port, full=False, extra=""):
     name = "portcullis-full" if full else "portcullis"
     admin = port + 1000
     data = WORK / f"{name}-data"
@@ -240,6 +240,7 @@ id = "all"
 path = "/*"
 upstream = "http://127.0.0.1:{UPSTREAM}"
 {route_policy}
+{extra}
 """)
     headers = {}
     if full:

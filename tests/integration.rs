@@ -26,6 +26,8 @@ mod admin;
 mod auth;
 #[path = "integration/cli.rs"]
 mod cli;
+#[path = "integration/crash_loop.rs"]
+mod crash_loop;
 #[path = "integration/hardening.rs"]
 mod hardening;
 #[path = "integration/lifecycle.rs"]
