@@ -3,10 +3,12 @@
 
 mod logging;
 mod metrics;
+pub mod recent;
 pub mod stats;
 
 pub use logging::{level_name, LogBridge, Logging};
 pub use metrics::{method_label, status_class, InFlight, Metrics};
+pub use recent::{RecentLog, DEFAULT_RECENT_LOG_BYTES};
 pub use stats::Stats;
 
 /// The text of a panic payload (`panic!("...")`), for logging.
