@@ -20,7 +20,7 @@ use crate::ratelimit::{CounterStore, COUNTER_TREE};
 use crate::route_store::{ApiRouteStatus, RouteStore};
 use crate::state::AppState;
 use crate::storage::Storage;
-use crate::telemetry::{LogBridge, Logging, Metrics};
+use crate::telemetry::{LogBridge, Logging, Metrics, RecentLog, Stats, DEFAULT_RECENT_LOG_BYTES};
 
 mod bootstrap;
 
@@ -98,6 +98,8 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
         runtime: ArcSwap::from_pointee(Runtime::compose(config, api_routes)),
         metrics,
         logging,
+        stats: Stats::new(),
+        recent: RecentLog::new(DEFAULT_RECENT_LOG_BYTES),
         storage,
         auth,
         counters,
@@ -189,6 +191,8 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     }
 
     let maintenance = tokio::spawn(maintain(state.clone()));
+    let stats_state = state.clone();
+    let stats_ticker = tokio::spawn(async move { stats_state.stats.run_ticker().await });
     let signals_state = state.clone();
     let signals = tokio::spawn(async move {
         let reason = loop {
@@ -209,6 +213,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     let (proxy_result, admin_result) = futures_util::future::join(proxy_server, admin_server).await;
     signals.abort();
     maintenance.abort();
+    stats_ticker.abort();
     upkeep(
         &state,
         Upkeep {
