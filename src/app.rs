@@ -20,7 +20,7 @@ use crate::ratelimit::{CounterStore, COUNTER_TREE};
 use crate::route_store::{ApiRouteStatus, RouteStore};
 use crate::state::AppState;
 use crate::storage::Storage;
-use crate::telemetry::{LogBridge, Logging, Metrics, RecentLog, Stats, DEFAULT_RECENT_LOG_BYTES};
+use crate::telemetry::{LogBridge, Logging, Metrics, RecentLog, Stats};
 
 mod bootstrap;
 
@@ -93,13 +93,14 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     let server = config.server.clone();
     let upstream = config.upstream.clone();
     let admin_listen = config.admin.listen;
+    let recent_log_bytes = config.admin.recent_log_bytes;
     let listen = server.listen;
     let state = web::Data::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime::compose(config, api_routes)),
         metrics,
         logging,
         stats: Stats::new(),
-        recent: RecentLog::new(DEFAULT_RECENT_LOG_BYTES),
+        recent: RecentLog::new(recent_log_bytes),
         storage,
         auth,
         counters,
