@@ -14,6 +14,7 @@
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -178,10 +179,35 @@ impl Slot {
     };
 }
 
+/// Maps keyed by route id, hashed with FNV-1a: a route's requests hash its
+/// id each time, and ids are short and chosen by the operator, not by
+/// clients, so a fast hash without resistance to flooding is the right one.
+type RouteMap<V> = HashMap<Box<str>, V, BuildHasherDefault<Fnv>>;
+
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 /// One worker thread's counts for the second under way.
 struct Shard {
     overall: Tally,
-    routes: HashMap<Box<str>, Tally>,
+    routes: RouteMap<Tally>,
 }
 
 /// A shard on its own cache lines, so two workers never share one.
@@ -214,7 +240,7 @@ struct Rings {
     closed: Option<u64>,
     overall: Series,
     /// Per route id, and [`OTHER_ROUTES`].
-    routes: HashMap<Box<str>, Series>,
+    routes: RouteMap<Series>,
 }
 
 /// Requests per second over the last [`WINDOW_SECONDS`], overall and per
@@ -251,14 +277,14 @@ impl Stats {
                 .map(|_| {
                     Padded(Mutex::new(Shard {
                         overall: Tally::EMPTY,
-                        routes: HashMap::new(),
+                        routes: RouteMap::default(),
                     }))
                 })
                 .collect(),
             rings: Mutex::new(Rings {
                 closed: None,
                 overall: Series::new(0),
-                routes: HashMap::new(),
+                routes: RouteMap::default(),
             }),
             epoch: instant.checked_sub(into_second).unwrap_or(instant),
             epoch_unix: now.as_secs(),
@@ -315,7 +341,7 @@ impl Stats {
             return;
         }
         let mut overall = Tally::EMPTY;
-        let mut routes: HashMap<Box<str>, Tally> = HashMap::new();
+        let mut routes = RouteMap::<Tally>::default();
         for shard in self.shards.iter() {
             let taken = {
                 let mut shard = lock(&shard.0);
@@ -382,7 +408,7 @@ impl Stats {
 }
 
 impl Rings {
-    fn close(&mut self, second: u64, overall: &Tally, tallies: HashMap<Box<str>, Tally>) {
+    fn close(&mut self, second: u64, overall: &Tally, tallies: RouteMap<Tally>) {
         // Every series gets every second, so a slot always belongs to the
         // current lap of its ring: clear those skipped since the last tick.
         let window = WINDOW_SECONDS as u64;
