@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use portcullis::telemetry::recent::Entry;
+use portcullis::telemetry::recent::Keys;
 use portcullis::telemetry::stats::{Flags, MAX_ROUTES, WINDOW_SECONDS};
 use portcullis::telemetry::{RecentLog, Stats, DEFAULT_RECENT_LOG_BYTES};
 
@@ -116,18 +116,18 @@ fn measure_recent() {
     while pushed * line_len < DEFAULT_RECENT_LOG_BYTES * 3 {
         let line = access_line(pushed);
         let id = format!("{pushed:032x}");
-        recent.push(Entry::new(
-            &line,
-            200,
-            &id,
-            Some("api"),
-            Some("alice"),
+        let keys = Keys {
+            status: 200,
+            request_id: &id,
+            route: Some("api"),
+            user: Some("alice"),
             client,
-        ));
+        };
+        recent.push(line.as_bytes(), &keys);
         pushed += 1;
     }
     println!(
-        "recent log: capacity {}, {}-byte lines: {} held ({} by footprint, {} bytes each), resident memory +{}",
+        "recent log: capacity {}, {}-byte lines: {} held ({} counted, {} bytes each), resident memory +{}",
         mib(recent.capacity()),
         line_len,
         recent.len(),

@@ -21,9 +21,9 @@ use slog::{Level, Record, Serializer, KV};
 use crate::listener::Answering;
 use crate::pipeline::RequestCtx;
 use crate::state::AppState;
-use crate::telemetry::recent::Entry;
+use crate::telemetry::recent::Keys;
 use crate::telemetry::stats::Flags;
-use crate::telemetry::{method_label, status_class, InFlight, Logging, RecentLog, Stats};
+use crate::telemetry::{method_label, status_class, InFlight, Logging, RecentLog, Stats, Tap};
 
 /// A response body that writes the access log line when it is dropped.
 pub struct LoggedBody {
@@ -249,17 +249,15 @@ pub fn write_access_line(
         duration_ms: elapsed.as_secs_f64() * 1000.0,
         bytes_out,
     };
-    let mut keep = |json: &str| {
-        recent.push(Entry::new(
-            json,
-            status.as_u16(),
-            &ctx.request_id,
-            route,
-            ctx.principal.as_ref().map(|(user, _)| &*user.name),
-            ctx.client_ip,
-        ))
+    let keys = Keys {
+        status: status.as_u16(),
+        request_id: &ctx.request_id,
+        route,
+        user: ctx.principal.as_ref().map(|(user, _)| &*user.name),
+        client: ctx.client_ip,
     };
-    let tap: Option<&mut dyn FnMut(&str)> = if recent.wanted() {
+    let mut keep = |json: &[u8]| recent.push(json, &keys);
+    let tap: Option<Tap> = if recent.wanted() {
         Some(&mut keep)
     } else {
         None

@@ -51,6 +51,9 @@ pub struct Logging {
     values: OwnedKVList,
 }
 
+/// A reader of formatted lines besides the log (see [`Logging::log_and_tap`]).
+pub type Tap<'a> = &'a mut dyn FnMut(&[u8]);
+
 /// Formatted lines waiting for the writer thread.
 struct Queue {
     lines: Mutex<Pending>,
@@ -122,7 +125,7 @@ impl Logging {
 
     /// Writes a record of `fields` with message `msg`, as `slog::log!` would,
     /// and hands the same record to `tap`, when given, as one compact JSON
-    /// line (no newline) — whatever the level, so a reader of recent
+    /// line (UTF-8, no newline) — whatever the level, so a reader of recent
     /// traffic sees requests the log file leaves out. In the compact format
     /// the line is formatted once for both.
     pub fn log_and_tap<F: KV>(
@@ -130,7 +133,7 @@ impl Logging {
         level: Level,
         msg: &'static str,
         fields: &F,
-        tap: Option<&mut dyn FnMut(&str)>,
+        tap: Option<Tap<'_>>,
     ) {
         let logged = self.enabled(level);
         if !logged && tap.is_none() {
@@ -396,13 +399,7 @@ impl slog::Serializer for CompactJson<'_> {
 impl FormatAndQueue {
     /// Formats `record` on this thread: queued for the writer when `queue`,
     /// and given to `tap` as a compact line.
-    fn write(
-        &self,
-        record: &Record,
-        values: &OwnedKVList,
-        queue: bool,
-        tap: Option<&mut dyn FnMut(&str)>,
-    ) {
+    fn write(&self, record: &Record, values: &OwnedKVList, queue: bool, tap: Option<Tap<'_>>) {
         FORMATTER.with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.as_ref().is_none_or(|f| f.id != self.id) {
@@ -421,10 +418,7 @@ impl FormatAndQueue {
                 return;
             }
             let line = formatter.buffer.borrow();
-            // Always UTF-8: serde_json wrote it from `&str`s.
-            if let Ok(text) = std::str::from_utf8(&line) {
-                tap(text.trim_end_matches('\n'));
-            }
+            tap(line.strip_suffix(b"\n").unwrap_or(&line));
         });
     }
 
@@ -597,7 +591,7 @@ mod tests {
         let dropped = IntCounter::new("dropped", "test").unwrap();
         let logging = Logging::new(&config(&path, Level::Info, LogFormat::Json), dropped).unwrap();
         let mut tapped = Vec::new();
-        let mut tap = |line: &str| tapped.push(line.to_owned());
+        let mut tap = |line: &[u8]| tapped.push(String::from_utf8(line.to_vec()).unwrap());
         logging.log_and_tap(Level::Warning, "access", &Fields, Some(&mut tap));
         // Below the level: not written, still tapped.
         logging.log_and_tap(Level::Debug, "access", &Fields, Some(&mut tap));
@@ -627,7 +621,7 @@ mod tests {
             Level::Info,
             "access",
             &Fields,
-            Some(&mut |line: &str| tapped = line.to_owned()),
+            Some(&mut |line: &[u8]| tapped = String::from_utf8(line.to_vec()).unwrap()),
         );
         logging.flush();
         let written = std::fs::read_to_string(&path).unwrap();

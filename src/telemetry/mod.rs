@@ -6,7 +6,7 @@ mod metrics;
 pub mod recent;
 pub mod stats;
 
-pub use logging::{level_name, LogBridge, Logging};
+pub use logging::{level_name, LogBridge, Logging, Tap};
 pub use metrics::{method_label, status_class, InFlight, Metrics};
 pub use recent::{RecentLog, DEFAULT_RECENT_LOG_BYTES};
 pub use stats::Stats;

@@ -2,8 +2,15 @@
 //! a ring bounded in bytes, searchable by status, route, user, client and
 //! request id, and a broadcast of each new record for streaming.
 //!
-//! Each entry keeps the record's JSON text exactly as the access log writes
-//! it, so the same truncation and query redaction apply.
+//! Each record keeps its JSON text exactly as the access log writes it, so
+//! the same truncation and query redaction apply.
+//!
+//! Records are added on the request path, so adding one allocates nothing:
+//! the ring is one byte buffer, allocated once, that the records' text is
+//! copied into (their keys beside it in a small fixed-size record), and the
+//! oldest are dropped by moving the buffer's start. An [`Entry`] of its own
+//! is made only for a query's answers and for subscribers, when there are
+//! any.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -21,105 +28,150 @@ pub const DEFAULT_RECENT_LOG_BYTES: usize = 4 * 1024 * 1024;
 /// New records a subscriber may fall behind by before it skips some.
 const SUBSCRIBER_BACKLOG: usize = 512;
 
-/// What one heap block costs beyond what was asked for (glibc: an 8-byte
-/// header, rounded up to 16 bytes).
-const ALLOCATION_OVERHEAD: usize = 16;
+/// What a record is searched by, besides its text.
+#[derive(Debug, Clone, Copy)]
+pub struct Keys<'a> {
+    pub status: u16,
+    pub request_id: &'a str,
+    /// The matched route's id, if a route matched.
+    pub route: Option<&'a str>,
+    /// The authenticated user, if any.
+    pub user: Option<&'a str>,
+    /// The client address, as resolved through trusted proxies.
+    pub client: IpAddr,
+}
 
-/// One access-log record.
-pub struct Entry {
-    /// The JSON line, then the request id, the route and the user: one
-    /// allocation for all the text.
-    text: Box<str>,
+/// Where a record's parts lie in its text (the JSON line, then the request
+/// id, the route and the user), and the keys that are not text.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
     json_len: u32,
     request_id_len: u32,
+    /// `0`: no route matched.
     route_len: u32,
-    /// `None` is stored as `u32::MAX`.
+    /// [`NO_USER`]: nobody was authenticated.
     user_len: u32,
     status: u16,
     client: IpAddr,
 }
 
-impl Entry {
-    /// A record: its JSON line (one object, no newline) and the fields it
-    /// can be searched by. Values longer than 4 GiB do not occur: access
-    /// lines are bounded.
-    pub fn new(
-        json: &str,
-        status: u16,
-        request_id: &str,
-        route: Option<&str>,
-        user: Option<&str>,
-        client: IpAddr,
-    ) -> Entry {
-        let route = route.unwrap_or("");
-        let mut text = String::with_capacity(
-            json.len() + request_id.len() + route.len() + user.map_or(0, str::len),
-        );
-        for part in [json, request_id, route, user.unwrap_or("")] {
-            text.push_str(part);
-        }
-        let len = |s: &str| u32::try_from(s.len()).unwrap_or(u32::MAX - 1);
-        Entry {
-            text: text.into_boxed_str(),
-            json_len: len(json),
-            request_id_len: len(request_id),
-            route_len: len(route),
-            user_len: user.map_or(u32::MAX, len),
-            status,
-            client,
+const NO_USER: u32 = u32::MAX;
+
+impl Layout {
+    /// Lengths beyond 4 GiB do not occur (access lines are bounded); they
+    /// would read as empty rather than wrong.
+    fn of(json: &[u8], keys: &Keys) -> Layout {
+        let len = |n: usize| u32::try_from(n).unwrap_or(0);
+        Layout {
+            json_len: len(json.len()),
+            request_id_len: len(keys.request_id.len()),
+            route_len: len(keys.route.map_or(0, str::len)),
+            user_len: keys.user.map_or(NO_USER, |u| len(u.len())),
+            status: keys.status,
+            client: keys.client,
         }
     }
 
-    fn part(&self, from: u32, len: u32) -> &str {
-        let from = from as usize;
-        self.text.get(from..from + len as usize).unwrap_or("")
+    fn user_len(&self) -> u32 {
+        if self.user_len == NO_USER {
+            0
+        } else {
+            self.user_len
+        }
+    }
+
+    /// Bytes of text.
+    fn len(&self) -> usize {
+        (self.json_len + self.request_id_len + self.route_len + self.user_len()) as usize
+    }
+
+    /// (start, length) of the request id, the route and the user.
+    fn request_id(&self) -> (usize, usize) {
+        (self.json_len as usize, self.request_id_len as usize)
+    }
+
+    fn route(&self) -> Option<(usize, usize)> {
+        let at = (self.json_len + self.request_id_len) as usize;
+        (self.route_len > 0).then_some((at, self.route_len as usize))
+    }
+
+    fn user(&self) -> Option<(usize, usize)> {
+        let at = (self.json_len + self.request_id_len + self.route_len) as usize;
+        (self.user_len != NO_USER).then_some((at, self.user_len as usize))
+    }
+}
+
+/// What holding one record costs besides its text.
+const RECORD_OVERHEAD: usize = size_of::<Layout>();
+
+/// One access-log record, as a query answers it or a subscriber gets it.
+pub struct Entry {
+    text: Box<str>,
+    layout: Layout,
+}
+
+impl Entry {
+    /// A record: its JSON line (one object, no newline) and its keys.
+    pub fn new(json: &str, keys: &Keys) -> Entry {
+        let mut text = String::with_capacity(json.len() + keys.request_id.len() + 64);
+        for part in [json, keys.request_id, keys.route.unwrap_or("")] {
+            text.push_str(part);
+        }
+        text.push_str(keys.user.unwrap_or(""));
+        Entry {
+            text: text.into_boxed_str(),
+            layout: Layout::of(json.as_bytes(), keys),
+        }
+    }
+
+    /// A record from the ring's bytes, which are UTF-8: they were copied
+    /// from `&str`s and serde_json's output.
+    fn from_ring(text: Vec<u8>, layout: Layout) -> Entry {
+        let text = String::from_utf8(text)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Entry {
+            text: text.into_boxed_str(),
+            layout,
+        }
+    }
+
+    fn part(&self, (from, len): (usize, usize)) -> &str {
+        self.text.get(from..from + len).unwrap_or("")
     }
 
     /// The access-log line, a JSON object.
     pub fn json(&self) -> &str {
-        self.part(0, self.json_len)
+        self.part((0, self.layout.json_len as usize))
     }
 
     pub fn request_id(&self) -> &str {
-        self.part(self.json_len, self.request_id_len)
+        self.part(self.layout.request_id())
     }
 
     /// The matched route's id, if a route matched.
     pub fn route(&self) -> Option<&str> {
-        let route = self.part(self.json_len + self.request_id_len, self.route_len);
-        (!route.is_empty()).then_some(route)
+        self.layout.route().map(|at| self.part(at))
     }
 
     /// The authenticated user, if any.
     pub fn user(&self) -> Option<&str> {
-        (self.user_len != u32::MAX).then(|| {
-            self.part(
-                self.json_len + self.request_id_len + self.route_len,
-                self.user_len,
-            )
-        })
+        self.layout.user().map(|at| self.part(at))
     }
 
     pub fn status(&self) -> u16 {
-        self.status
+        self.layout.status
     }
 
     /// The client address, as resolved through trusted proxies.
     pub fn client(&self) -> IpAddr {
-        self.client
+        self.layout.client
     }
 
-    /// What holding this entry in the ring costs: the entry in its `Arc`,
-    /// the ring's pointer to it and its text, each heap block with the
-    /// allocator's overhead.
+    /// What holding this record in the ring costs.
     pub fn footprint(&self) -> usize {
-        ENTRY_FIXED_BYTES + self.text.len()
+        self.layout.len() + RECORD_OVERHEAD
     }
 }
-
-/// The bytes an entry costs besides its text.
-const ENTRY_FIXED_BYTES: usize =
-    2 * size_of::<usize>() + size_of::<Entry>() + size_of::<Arc<Entry>>() + 2 * ALLOCATION_OVERHEAD;
 
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -145,20 +197,29 @@ pub struct LogFilter {
 
 impl LogFilter {
     pub fn matches(&self, entry: &Entry) -> bool {
-        self.status.is_none_or(|s| s.matches(entry.status))
-            && self
-                .route
-                .as_deref()
-                .is_none_or(|route| entry.route() == Some(route))
-            && self
-                .user
-                .as_deref()
-                .is_none_or(|user| entry.user() == Some(user))
-            && self.client.is_none_or(|client| entry.client == client)
-            && self
-                .request_id
-                .as_deref()
-                .is_none_or(|id| entry.request_id() == id)
+        self.matches_layout(&entry.layout, |at, wanted| {
+            entry.part(at).as_bytes() == wanted
+        })
+    }
+
+    /// Whether a record matches, `text_is(at, value)` telling whether its
+    /// text has `value` at `at`.
+    fn matches_layout(
+        &self,
+        layout: &Layout,
+        text_is: impl Fn((usize, usize), &[u8]) -> bool,
+    ) -> bool {
+        let field = |wanted: &Option<String>, at: Option<(usize, usize)>| match wanted {
+            None => true,
+            Some(wanted) => {
+                at.is_some_and(|at| at.1 == wanted.len() && text_is(at, wanted.as_bytes()))
+            }
+        };
+        self.status.is_none_or(|s| s.matches(layout.status))
+            && self.client.is_none_or(|client| layout.client == client)
+            && field(&self.request_id, Some(layout.request_id()))
+            && field(&self.route, layout.route())
+            && field(&self.user, layout.user())
     }
 }
 
@@ -227,14 +288,46 @@ impl FromStr for StatusFilter {
     }
 }
 
-/// The entries held, newest last.
+/// The records held: their text, oldest first, and their layouts.
 struct Held {
-    entries: VecDeque<Arc<Entry>>,
-    bytes: usize,
+    text: VecDeque<u8>,
+    layouts: VecDeque<Layout>,
+}
+
+impl Held {
+    fn bytes(&self) -> usize {
+        self.text.len() + self.layouts.len() * RECORD_OVERHEAD
+    }
+
+    /// The text from `start` to `end` as up to two slices: the buffer may
+    /// wrap inside it.
+    fn slices(&self, start: usize, end: usize) -> (&[u8], &[u8]) {
+        let (front, back) = self.text.as_slices();
+        if end <= front.len() {
+            (&front[start..end], &[])
+        } else if start >= front.len() {
+            (&back[start - front.len()..end - front.len()], &[])
+        } else {
+            (&front[start..], &back[..end - front.len()])
+        }
+    }
+
+    /// Whether the text at `start` is `wanted`.
+    fn text_is(&self, start: usize, wanted: &[u8]) -> bool {
+        let (first, second) = self.slices(start, start + wanted.len());
+        wanted.starts_with(first) && &wanted[first.len()..] == second
+    }
+
+    /// A copy of the `len` bytes at `start`.
+    fn copy(&self, start: usize, len: usize) -> Vec<u8> {
+        let (first, second) = self.slices(start, start + len);
+        [first, second].concat()
+    }
 }
 
 /// The most recent access-log records, at most `capacity` bytes of them
-/// (see [`Entry::footprint`]); the oldest go first.
+/// (each record's text and a few dozen bytes for its keys); the oldest go
+/// first.
 pub struct RecentLog {
     held: Mutex<Held>,
     capacity: usize,
@@ -252,13 +345,14 @@ impl Default for RecentLog {
 }
 
 impl RecentLog {
-    /// A ring of at most `capacity` bytes; `0` keeps nothing (subscribers
-    /// still get new records).
+    /// A ring of at most `capacity` bytes (taken from the allocator at the
+    /// first record); `0` keeps nothing, and subscribers still get new
+    /// records.
     pub fn new(capacity: usize) -> RecentLog {
         RecentLog {
             held: Mutex::new(Held {
-                entries: VecDeque::new(),
-                bytes: 0,
+                text: VecDeque::new(),
+                layouts: VecDeque::new(),
             }),
             capacity,
             feed: broadcast::channel(SUBSCRIBER_BACKLOG).0,
@@ -271,36 +365,55 @@ impl RecentLog {
         self.capacity > 0 || self.feed.receiver_count() > 0
     }
 
-    /// Adds a record, evicting the oldest ones to stay within the capacity,
-    /// and sends it to every subscriber. Never waits for a subscriber.
-    pub fn push(&self, entry: Entry) {
-        let entry = Arc::new(entry);
-        let size = entry.footprint();
-        if size <= self.capacity {
+    /// Adds a record, its JSON line (one object, UTF-8, no newline) and its
+    /// keys, evicting the oldest to stay within the capacity, and sends it
+    /// to every subscriber. Allocates only for subscribers; never waits for
+    /// one.
+    pub fn push(&self, json: &[u8], keys: &Keys) {
+        let layout = Layout::of(json, keys);
+        if layout.len() + RECORD_OVERHEAD <= self.capacity {
             let mut held = lock(&self.held);
-            while held.bytes + size > self.capacity {
-                let Some(oldest) = held.entries.pop_front() else {
+            if held.text.capacity() == 0 {
+                // Once: the ring never grows or moves after this.
+                held.text.reserve_exact(self.capacity);
+            }
+            while held.bytes() + layout.len() + RECORD_OVERHEAD > self.capacity {
+                let Some(oldest) = held.layouts.pop_front() else {
                     break;
                 };
-                held.bytes -= oldest.footprint();
+                held.text.drain(..oldest.len());
             }
-            held.bytes += size;
-            held.entries.push_back(entry.clone());
+            held.text.extend(json);
+            held.text.extend(keys.request_id.as_bytes());
+            held.text.extend(keys.route.unwrap_or("").as_bytes());
+            held.text.extend(keys.user.unwrap_or("").as_bytes());
+            held.layouts.push_back(layout);
         }
-        // An error only says nobody is listening.
-        let _ = self.feed.send(entry);
+        if self.feed.receiver_count() > 0 {
+            let json = String::from_utf8_lossy(json);
+            // An error only says the last subscriber just left.
+            let _ = self.feed.send(Arc::new(Entry::new(&json, keys)));
+        }
     }
 
     /// Up to `limit` held records matching `filter`, newest first.
     pub fn query(&self, filter: &LogFilter, limit: usize) -> Vec<Arc<Entry>> {
         let held = lock(&self.held);
-        held.entries
-            .iter()
-            .rev()
-            .filter(|entry| filter.matches(entry))
-            .take(limit)
-            .cloned()
-            .collect()
+        let mut found = Vec::new();
+        let mut end = held.text.len();
+        for layout in held.layouts.iter().rev() {
+            if found.len() >= limit {
+                break;
+            }
+            let start = end - layout.len();
+            end = start;
+            let text_is = |(at, _): (usize, usize), wanted: &[u8]| held.text_is(start + at, wanted);
+            if filter.matches_layout(layout, text_is) {
+                let text = held.copy(start, layout.len());
+                found.push(Arc::new(Entry::from_ring(text, *layout)));
+            }
+        }
+        found
     }
 
     /// Every record pushed from now on. A subscriber more than a few
@@ -313,16 +426,16 @@ impl RecentLog {
 
     /// Records held.
     pub fn len(&self) -> usize {
-        lock(&self.held).entries.len()
+        lock(&self.held).layouts.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Bytes held, by [`Entry::footprint`].
+    /// Bytes held: the records' text and their keys.
     pub fn bytes(&self) -> usize {
-        lock(&self.held).bytes
+        lock(&self.held).bytes()
     }
 
     pub fn capacity(&self) -> usize {
@@ -349,17 +462,37 @@ pub fn json_array(entries: &[Arc<Entry>]) -> String {
 mod tests {
     use super::*;
 
-    /// Entry `n` (below 100, so every entry has the same size).
-    fn entry(n: usize, status: u16) -> Entry {
-        let json = format!(r#"{{"msg":"access","request_id":"id{n:02}","status":{status}}}"#);
-        Entry::new(
-            &json,
+    /// Record `n` (below 100, so the text lengths differ only by route and
+    /// user): its JSON line and keys.
+    fn record(n: usize, status: u16) -> (String, String) {
+        let id = format!("id{n:02}");
+        let json = format!(r#"{{"msg":"access","request_id":"{id}","status":{status}}}"#);
+        (json, id)
+    }
+
+    fn keys(n: usize, status: u16, id: &str) -> Keys<'_> {
+        Keys {
             status,
-            &format!("id{n:02}"),
-            Some(if n.is_multiple_of(2) { "even" } else { "odd" }),
-            n.is_multiple_of(3).then_some("alice"),
-            IpAddr::from([192, 0, 2, (n % 4) as u8]),
-        )
+            request_id: id,
+            route: Some(if n.is_multiple_of(2) { "even" } else { "odd" }),
+            user: n.is_multiple_of(3).then_some("alice"),
+            client: IpAddr::from([192, 0, 2, (n % 4) as u8]),
+        }
+    }
+
+    fn push(log: &RecentLog, n: usize, status: u16) {
+        let (json, id) = record(n, status);
+        log.push(json.as_bytes(), &keys(n, status, &id));
+    }
+
+    /// What record `n` costs in the ring.
+    fn size(n: usize) -> usize {
+        let (json, id) = record(n, 200);
+        Entry::new(&json, &keys(n, 200, &id)).footprint()
+    }
+
+    fn all(log: &RecentLog) -> Vec<Arc<Entry>> {
+        log.query(&LogFilter::default(), usize::MAX)
     }
 
     fn ids(entries: &[Arc<Entry>]) -> Vec<&str> {
@@ -368,74 +501,130 @@ mod tests {
 
     #[test]
     fn an_entry_keeps_its_fields() {
-        let e = entry(3, 404);
-        assert_eq!(
-            e.json(),
-            r#"{"msg":"access","request_id":"id03","status":404}"#
-        );
-        assert_eq!(e.request_id(), "id03");
-        assert_eq!(e.route(), Some("odd"));
-        assert_eq!(e.user(), Some("alice"));
-        assert_eq!(e.status(), 404);
-        assert_eq!(e.client(), IpAddr::from([192, 0, 2, 3]));
-        let anonymous = Entry::new("{}", 200, "r", None, None, IpAddr::from([127, 0, 0, 1]));
-        assert_eq!((anonymous.route(), anonymous.user()), (None, None));
-        let empty_user = Entry::new("{}", 200, "r", Some("x"), Some(""), [0u8; 4].into());
-        assert_eq!(
-            (empty_user.route(), empty_user.user()),
-            (Some("x"), Some(""))
-        );
+        let log = RecentLog::default();
+        push(&log, 3, 404);
+        push(&log, 4, 200);
+        for e in [
+            all(&log)[1].clone(),
+            Arc::new(Entry::new(&record(3, 404).0, &keys(3, 404, "id03"))),
+        ] {
+            assert_eq!(
+                e.json(),
+                r#"{"msg":"access","request_id":"id03","status":404}"#
+            );
+            assert_eq!(e.request_id(), "id03");
+            assert_eq!(e.route(), Some("odd"));
+            assert_eq!(e.user(), Some("alice"));
+            assert_eq!(e.status(), 404);
+            assert_eq!(e.client(), IpAddr::from([192, 0, 2, 3]));
+        }
+        assert_eq!(all(&log)[0].user(), None);
+        let anonymous = Keys {
+            status: 200,
+            request_id: "r",
+            route: None,
+            user: None,
+            client: [127, 0, 0, 1].into(),
+        };
+        let empty_user = Keys {
+            route: Some("x"),
+            user: Some(""),
+            ..anonymous
+        };
+        log.push(b"{}", &anonymous);
+        log.push(b"{}", &empty_user);
+        let held = all(&log);
+        assert_eq!((held[1].route(), held[1].user()), (None, None));
+        assert_eq!((held[0].route(), held[0].user()), (Some("x"), Some("")));
     }
 
     #[test]
     fn the_ring_stays_within_its_bytes_and_evicts_the_oldest() {
-        let size = |n: usize| entry(n, 200).footprint();
-        assert!(size(0) > ENTRY_FIXED_BYTES);
-        // Exactly entries 15 to 24 fit.
+        assert!(size(0) > RECORD_OVERHEAD);
+        // Exactly records 15 to 24 fit.
         let log = RecentLog::new((15..25).map(size).sum());
         for n in 0..25 {
-            log.push(entry(n, 200));
+            push(&log, n, 200);
             assert!(log.bytes() <= log.capacity());
         }
         assert_eq!(log.len(), 10);
         assert_eq!(log.bytes(), log.capacity());
-        let all = log.query(&LogFilter::default(), usize::MAX);
         let expected: Vec<String> = (15..25).rev().map(|n| format!("id{n:02}")).collect();
-        assert_eq!(ids(&all), expected);
-        // A bigger entry pushes out as many of the oldest as it needs.
+        assert_eq!(ids(&all(&log)), expected);
+        // A bigger record pushes out as many of the oldest as it needs.
         let big = "x".repeat(size(0) * 3);
-        let big_entry = Entry::new(&big, 200, "big", None, None, [0u8; 4].into());
-        let mut room = log.capacity() - big_entry.footprint();
+        let big_keys = Keys {
+            status: 200,
+            request_id: "big",
+            route: None,
+            user: None,
+            client: [0u8; 4].into(),
+        };
+        let mut room = log.capacity() - Entry::new(&big, &big_keys).footprint();
         let mut kept = 25;
         while kept > 15 && size(kept - 1) <= room {
             room -= size(kept - 1);
             kept -= 1;
         }
-        assert!(kept > 17, "the big entry should evict several");
-        log.push(big_entry);
+        assert!(kept > 17, "the big record should evict several");
+        log.push(big.as_bytes(), &big_keys);
         assert!(log.bytes() <= log.capacity());
-        let all = log.query(&LogFilter::default(), usize::MAX);
         let expected: Vec<String> = std::iter::once("big".to_string())
             .chain((kept..25).rev().map(|n| format!("id{n:02}")))
             .collect();
-        assert_eq!(ids(&all), expected);
-        let size = size(1);
+        assert_eq!(ids(&all(&log)), expected);
+        // Records still read back whole where the buffer wraps.
+        for n in 25..60 {
+            push(&log, n, 200);
+            let newest = &all(&log)[0];
+            assert_eq!(newest.json(), record(n, 200).0);
+            assert_eq!(
+                newest.route(),
+                Some(if n % 2 == 0 { "even" } else { "odd" })
+            );
+        }
+        let request_id = LogFilter {
+            request_id: Some("id55".into()),
+            ..Default::default()
+        };
+        assert_eq!(ids(&log.query(&request_id, 10)), ["id55"]);
         // One larger than the whole ring is not kept.
-        let log = RecentLog::new(size);
-        log.push(entry(1, 200));
-        log.push(Entry::new(&big, 200, "huge", None, None, [0u8; 4].into()));
-        assert_eq!(ids(&log.query(&LogFilter::default(), 10)), ["id01"]);
+        let log = RecentLog::new(size(1));
+        push(&log, 1, 200);
+        log.push(big.as_bytes(), &big_keys);
+        assert_eq!(ids(&all(&log)), ["id01"]);
         let off = RecentLog::new(0);
-        off.push(entry(1, 200));
+        push(&off, 1, 200);
         assert!(off.is_empty());
         assert!(!off.wanted());
+    }
+
+    #[test]
+    fn matching_reads_across_the_wrap() {
+        // Small enough that every record soon straddles the buffer's end.
+        let log = RecentLog::new(size(0) * 3 + 7);
+        for n in 0..40 {
+            push(&log, n, 500 + n as u16);
+            for back in 0..log.len().min(n + 1) {
+                let m = n - back;
+                let filter = LogFilter {
+                    request_id: Some(format!("id{m:02}")),
+                    route: Some(if m % 2 == 0 { "even" } else { "odd" }.into()),
+                    user: m.is_multiple_of(3).then(|| "alice".into()),
+                    ..Default::default()
+                };
+                let found = log.query(&filter, 10);
+                assert_eq!(ids(&found), [format!("id{m:02}")], "record {m} after {n}");
+                assert_eq!(found[0].json(), record(m, 500 + m as u16).0);
+            }
+        }
     }
 
     #[test]
     fn queries_are_newest_first_and_limited() {
         let log = RecentLog::default();
         for n in 0..10 {
-            log.push(entry(n, 200));
+            push(&log, n, 200);
         }
         assert_eq!(
             ids(&log.query(&LogFilter::default(), 3)),
@@ -449,7 +638,7 @@ mod tests {
         let log = RecentLog::default();
         let statuses = [200, 201, 302, 404, 429, 500, 502, 101];
         for (n, status) in statuses.into_iter().enumerate() {
-            log.push(entry(n, status));
+            push(&log, n, status);
         }
         let query = |filter: LogFilter| ids(&log.query(&filter, 100)).join(",");
         let status = |s: &str| LogFilter {
@@ -462,16 +651,18 @@ mod tests {
         assert_eq!(query(status("1xx")), "id07");
         assert_eq!(query(status("429")), "id04");
         assert_eq!(query(status("418")), "");
-        let route = LogFilter {
-            route: Some("even".into()),
+        let route = |r: &str| LogFilter {
+            route: Some(r.into()),
             ..Default::default()
         };
-        assert_eq!(query(route), "id06,id04,id02,id00");
-        let user = LogFilter {
-            user: Some("alice".into()),
+        assert_eq!(query(route("even")), "id06,id04,id02,id00");
+        assert_eq!(query(route("eve")), "");
+        let user = |u: &str| LogFilter {
+            user: Some(u.into()),
             ..Default::default()
         };
-        assert_eq!(query(user), "id06,id03,id00");
+        assert_eq!(query(user("alice")), "id06,id03,id00");
+        assert_eq!(query(user("alic")), "");
         let client = LogFilter {
             client: Some(IpAddr::from([192, 0, 2, 1])),
             ..Default::default()
@@ -488,7 +679,15 @@ mod tests {
             route: Some("odd".into()),
             ..Default::default()
         };
-        assert_eq!(query(both), "id05");
+        assert_eq!(query(both.clone()), "id05");
+        // A subscriber's filter reads an entry the same way.
+        let entries = log.query(&LogFilter::default(), 100);
+        let matching: Vec<&str> = entries
+            .iter()
+            .filter(|e| both.matches(e))
+            .map(|e| e.request_id())
+            .collect();
+        assert_eq!(matching, ["id05"]);
     }
 
     #[test]
@@ -526,15 +725,18 @@ mod tests {
     #[tokio::test]
     async fn subscribers_get_new_records_and_skip_when_behind() {
         let log = RecentLog::new(0);
-        log.push(entry(0, 200));
+        push(&log, 0, 200);
         let mut early = log.subscribe();
         assert!(log.wanted());
-        log.push(entry(1, 200));
-        assert_eq!(early.recv().await.unwrap().request_id(), "id01");
+        push(&log, 1, 200);
+        let first = early.recv().await.unwrap();
+        assert_eq!(first.request_id(), "id01");
+        assert_eq!(first.json(), record(1, 200).0);
+        assert_eq!(first.user(), None);
         // A subscriber that stops reading never holds the producer up; it
         // skips what it missed and carries on with the newest.
         for n in 2..SUBSCRIBER_BACKLOG + 12 {
-            log.push(entry(n, 200));
+            push(&log, n, 200);
         }
         match early.recv().await {
             Err(broadcast::error::RecvError::Lagged(skipped)) => assert_eq!(skipped, 10),
@@ -551,9 +753,9 @@ mod tests {
     fn entries_join_into_a_json_array() {
         let log = RecentLog::default();
         assert_eq!(json_array(&[]), "[]");
-        log.push(entry(1, 200));
-        log.push(entry(2, 500));
-        let text = json_array(&log.query(&LogFilter::default(), 10));
+        push(&log, 1, 200);
+        push(&log, 2, 500);
+        let text = json_array(&all(&log));
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed[0]["request_id"], "id02");
         assert_eq!(parsed[1]["status"], 200);
