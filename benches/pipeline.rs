@@ -1,6 +1,7 @@
 //! Micro benchmarks of the per-request work: route matching, session
-//! validation, a rate-limit decision and one access-log line. They guide
-//! optimisation; they assert nothing. Run with `cargo bench`.
+//! validation, a rate-limit decision, one access-log line and the admin
+//! console's per-request telemetry. They guide optimisation; they assert
+//! nothing. Run with `cargo bench`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +16,9 @@ use portcullis::pipeline::{write_access_line, RequestCtx, Runtime};
 use portcullis::ratelimit::{CounterStore, COUNTER_TREE};
 use portcullis::routing::RouteTable;
 use portcullis::storage::Storage;
-use portcullis::telemetry::{Logging, Metrics, RecentLog};
+use portcullis::telemetry::recent::Keys;
+use portcullis::telemetry::stats::Flags;
+use portcullis::telemetry::{Logging, Metrics, RecentLog, Stats};
 
 /// A configuration with `routes` prefix, parameter and exact routes, its
 /// storage and log under `dir`.
@@ -142,11 +145,34 @@ fn access_log_line(c: &mut Criterion) {
     logging.flush();
 }
 
+/// What the admin console's telemetry adds per request: counting it in the
+/// per-second stats, and keeping its (already formatted) line in the ring.
+fn console_telemetry(c: &mut Criterion) {
+    let stats = Stats::new();
+    let flags = Flags::default();
+    c.bench_function("stats_record", |b| {
+        b.iter(|| stats.record(Some("r0"), 200, Duration::from_micros(512), flags))
+    });
+    let recent = RecentLog::default();
+    let line = "x".repeat(600);
+    let keys = Keys {
+        status: 200,
+        request_id: "0123456789abcdef0123456789abcdef",
+        route: Some("r0"),
+        user: Some("alice"),
+        client: std::net::IpAddr::from([192, 0, 2, 10]),
+    };
+    c.bench_function("recent_log_push", |b| {
+        b.iter(|| recent.push(line.as_bytes(), &keys))
+    });
+}
+
 criterion_group!(
     benches,
     route_matching,
     session_validation,
     rate_limit_decision,
-    access_log_line
+    access_log_line,
+    console_telemetry
 );
 criterion_main!(benches);
