@@ -6,16 +6,15 @@
 //! the same truncation and query redaction apply.
 //!
 //! Records are added on the request path, so adding one allocates nothing:
-//! the ring is one byte buffer, allocated once, that the records' text is
-//! copied into (their keys beside it in a small fixed-size record), and the
-//! oldest are dropped by moving the buffer's start. An [`Entry`] of its own
-//! is made only for a query's answers and for subscribers, when there are
-//! any.
+//! the ring is one byte buffer of exactly the configured size, allocated
+//! once, that each record is copied into (its length, its text, and its
+//! keys in a fixed-size trailer), and the oldest are dropped by moving the
+//! buffer's start. An [`Entry`] of its own is made only for a query's
+//! answers and for subscribers, when there are any.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::mem::size_of;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -101,8 +100,59 @@ impl Layout {
     }
 }
 
+/// Before a record's text in the ring: its whole size, to evict it.
+const HEADER: usize = 4;
+/// After it: its [`Layout`], to find it walking back from the newest.
+const TRAILER: usize = 36;
 /// What holding one record costs besides its text.
-const RECORD_OVERHEAD: usize = size_of::<Layout>();
+const RECORD_OVERHEAD: usize = HEADER + TRAILER;
+
+impl Layout {
+    fn encode(&self) -> [u8; TRAILER] {
+        let mut out = [0u8; TRAILER];
+        for (i, n) in [
+            self.json_len,
+            self.request_id_len,
+            self.route_len,
+            self.user_len,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out[i * 4..i * 4 + 4].copy_from_slice(&n.to_le_bytes());
+        }
+        out[16..18].copy_from_slice(&self.status.to_le_bytes());
+        match self.client {
+            IpAddr::V4(v4) => {
+                out[18] = 4;
+                out[19..23].copy_from_slice(&v4.octets());
+            }
+            IpAddr::V6(v6) => {
+                out[18] = 6;
+                out[19..35].copy_from_slice(&v6.octets());
+            }
+        }
+        out
+    }
+
+    fn decode(bytes: [u8; TRAILER]) -> Layout {
+        let u32_at =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let mut v6 = [0u8; 16];
+        v6.copy_from_slice(&bytes[19..35]);
+        Layout {
+            json_len: u32_at(0),
+            request_id_len: u32_at(4),
+            route_len: u32_at(8),
+            user_len: u32_at(12),
+            status: u16::from_le_bytes([bytes[16], bytes[17]]),
+            client: match bytes[18] {
+                4 => Ipv4Addr::new(bytes[19], bytes[20], bytes[21], bytes[22]).into(),
+                _ => Ipv6Addr::from(v6).into(),
+            },
+        }
+    }
+}
 
 /// One access-log record, as a query answers it or a subscriber gets it.
 pub struct Entry {
@@ -288,21 +338,18 @@ impl FromStr for StatusFilter {
     }
 }
 
-/// The records held: their text, oldest first, and their layouts.
+/// The records held, oldest first, each its [`HEADER`], text and
+/// [`TRAILER`].
 struct Held {
-    text: VecDeque<u8>,
-    layouts: VecDeque<Layout>,
+    ring: VecDeque<u8>,
+    records: usize,
 }
 
 impl Held {
-    fn bytes(&self) -> usize {
-        self.text.len() + self.layouts.len() * RECORD_OVERHEAD
-    }
-
-    /// The text from `start` to `end` as up to two slices: the buffer may
-    /// wrap inside it.
+    /// The bytes from `start` to `end` as up to two slices: the buffer may
+    /// wrap inside them.
     fn slices(&self, start: usize, end: usize) -> (&[u8], &[u8]) {
-        let (front, back) = self.text.as_slices();
+        let (front, back) = self.ring.as_slices();
         if end <= front.len() {
             (&front[start..end], &[])
         } else if start >= front.len() {
@@ -312,8 +359,8 @@ impl Held {
         }
     }
 
-    /// Whether the text at `start` is `wanted`.
-    fn text_is(&self, start: usize, wanted: &[u8]) -> bool {
+    /// Whether the bytes at `start` are `wanted`.
+    fn bytes_are(&self, start: usize, wanted: &[u8]) -> bool {
         let (first, second) = self.slices(start, start + wanted.len());
         wanted.starts_with(first) && &wanted[first.len()..] == second
     }
@@ -323,11 +370,26 @@ impl Held {
         let (first, second) = self.slices(start, start + len);
         [first, second].concat()
     }
+
+    fn read<const N: usize>(&self, start: usize) -> [u8; N] {
+        let mut out = [0u8; N];
+        let (first, second) = self.slices(start, start + N);
+        out[..first.len()].copy_from_slice(first);
+        out[first.len()..].copy_from_slice(second);
+        out
+    }
+
+    /// Drops the oldest record.
+    fn evict(&mut self) {
+        let size = u32::from_le_bytes(self.read::<HEADER>(0)) as usize;
+        self.ring.drain(..size.min(self.ring.len()));
+        self.records -= 1;
+    }
 }
 
 /// The most recent access-log records, at most `capacity` bytes of them
-/// (each record's text and a few dozen bytes for its keys); the oldest go
-/// first.
+/// (each record's text and 40 bytes for its size and keys); the oldest go
+/// first. The ring's buffer is exactly `capacity` bytes.
 pub struct RecentLog {
     held: Mutex<Held>,
     capacity: usize,
@@ -351,8 +413,8 @@ impl RecentLog {
     pub fn new(capacity: usize) -> RecentLog {
         RecentLog {
             held: Mutex::new(Held {
-                text: VecDeque::new(),
-                layouts: VecDeque::new(),
+                ring: VecDeque::new(),
+                records: 0,
             }),
             capacity,
             feed: broadcast::channel(SUBSCRIBER_BACKLOG).0,
@@ -371,23 +433,24 @@ impl RecentLog {
     /// one.
     pub fn push(&self, json: &[u8], keys: &Keys) {
         let layout = Layout::of(json, keys);
-        if layout.len() + RECORD_OVERHEAD <= self.capacity {
+        let size = RECORD_OVERHEAD + layout.len();
+        if size <= self.capacity {
             let mut held = lock(&self.held);
-            if held.text.capacity() == 0 {
+            if held.ring.capacity() == 0 {
                 // Once: the ring never grows or moves after this.
-                held.text.reserve_exact(self.capacity);
+                held.ring.reserve_exact(self.capacity);
             }
-            while held.bytes() + layout.len() + RECORD_OVERHEAD > self.capacity {
-                let Some(oldest) = held.layouts.pop_front() else {
-                    break;
-                };
-                held.text.drain(..oldest.len());
+            while held.ring.len() + size > self.capacity && held.records > 0 {
+                held.evict();
             }
-            held.text.extend(json);
-            held.text.extend(keys.request_id.as_bytes());
-            held.text.extend(keys.route.unwrap_or("").as_bytes());
-            held.text.extend(keys.user.unwrap_or("").as_bytes());
-            held.layouts.push_back(layout);
+            let ring = &mut held.ring;
+            ring.extend((size as u32).to_le_bytes());
+            ring.extend(json);
+            ring.extend(keys.request_id.as_bytes());
+            ring.extend(keys.route.unwrap_or("").as_bytes());
+            ring.extend(keys.user.unwrap_or("").as_bytes());
+            ring.extend(layout.encode());
+            held.records += 1;
         }
         if self.feed.receiver_count() > 0 {
             let json = String::from_utf8_lossy(json);
@@ -400,17 +463,19 @@ impl RecentLog {
     pub fn query(&self, filter: &LogFilter, limit: usize) -> Vec<Arc<Entry>> {
         let held = lock(&self.held);
         let mut found = Vec::new();
-        let mut end = held.text.len();
-        for layout in held.layouts.iter().rev() {
+        let mut end = held.ring.len();
+        for _ in 0..held.records {
             if found.len() >= limit {
                 break;
             }
-            let start = end - layout.len();
-            end = start;
-            let text_is = |(at, _): (usize, usize), wanted: &[u8]| held.text_is(start + at, wanted);
-            if filter.matches_layout(layout, text_is) {
-                let text = held.copy(start, layout.len());
-                found.push(Arc::new(Entry::from_ring(text, *layout)));
+            let layout = Layout::decode(held.read::<TRAILER>(end - TRAILER));
+            let text = end - TRAILER - layout.len();
+            end = text - HEADER;
+            let text_is =
+                |(at, _): (usize, usize), wanted: &[u8]| held.bytes_are(text + at, wanted);
+            if filter.matches_layout(&layout, text_is) {
+                let bytes = held.copy(text, layout.len());
+                found.push(Arc::new(Entry::from_ring(bytes, layout)));
             }
         }
         found
@@ -426,16 +491,16 @@ impl RecentLog {
 
     /// Records held.
     pub fn len(&self) -> usize {
-        lock(&self.held).layouts.len()
+        lock(&self.held).records
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Bytes held: the records' text and their keys.
+    /// Bytes held: the records' text, sizes and keys.
     pub fn bytes(&self) -> usize {
-        lock(&self.held).bytes()
+        lock(&self.held).ring.len()
     }
 
     pub fn capacity(&self) -> usize {
@@ -531,11 +596,19 @@ mod tests {
             user: Some(""),
             ..anonymous
         };
+        let v6 = Keys {
+            client: "2001:db8::7".parse().unwrap(),
+            status: 503,
+            ..anonymous
+        };
         log.push(b"{}", &anonymous);
         log.push(b"{}", &empty_user);
+        log.push(b"{}", &v6);
         let held = all(&log);
-        assert_eq!((held[1].route(), held[1].user()), (None, None));
-        assert_eq!((held[0].route(), held[0].user()), (Some("x"), Some("")));
+        assert_eq!((held[2].route(), held[2].user()), (None, None));
+        assert_eq!((held[1].route(), held[1].user()), (Some("x"), Some("")));
+        assert_eq!(held[0].client(), v6.client);
+        assert_eq!(held[0].status(), 503);
     }
 
     #[test]
@@ -573,7 +646,9 @@ mod tests {
             .chain((kept..25).rev().map(|n| format!("id{n:02}")))
             .collect();
         assert_eq!(ids(&all(&log)), expected);
-        // Records still read back whole where the buffer wraps.
+        // Records still read back whole where the buffer wraps, and the
+        // buffer never grows.
+        let buffer = lock(&log.held).ring.capacity();
         for n in 25..60 {
             push(&log, n, 200);
             let newest = &all(&log)[0];
@@ -583,6 +658,7 @@ mod tests {
                 Some(if n % 2 == 0 { "even" } else { "odd" })
             );
         }
+        assert_eq!(lock(&log.held).ring.capacity(), buffer);
         let request_id = LogFilter {
             request_id: Some("id55".into()),
             ..Default::default()
