@@ -230,3 +230,83 @@ async fn log_output_can_be_a_file() {
         gateway.stdout()
     );
 }
+
+const CONSOLE_TOKEN: &str = "console-test-token-0123456789abcdef";
+
+/// A GET on the admin API with the bearer token; the JSON answer.
+async fn admin_get(gateway: &Gateway, path: &str) -> Value {
+    let response = client()
+        .get(gateway.admin_url(path))
+        .bearer_auth(CONSOLE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_console_sees_every_request_in_its_stats_and_recent_records() {
+    let echo = Echo::start();
+    // The log file keeps only warnings; the console still sees everything.
+    let gateway = Gateway::start(
+        Setup::new()
+            .log("level = \"warn\"")
+            .admin(&format!("token = \"{CONSOLE_TOKEN}\""))
+            .route(route("echo", "/p/*", &echo.url()))
+            .route(route("down", "/down/*", &closed_port_url())),
+    );
+    assert_eq!(get_with_id(&gateway, "/p/ok", "console-200").await, 200);
+    assert_eq!(get_with_id(&gateway, "/nowhere", "console-404").await, 404);
+    assert_eq!(get_with_id(&gateway, "/down/x", "console-502").await, 502);
+
+    // The ring holds the line the log writes, byte for byte the same record.
+    let written = gateway.access_line("console-502");
+    let kept = admin_get(&gateway, "/admin/api/logs?request_id=console-502").await;
+    assert_eq!(kept.as_array().map(Vec::len), Some(1), "{kept}");
+    assert_eq!(kept[0], written);
+    let ok = admin_get(&gateway, "/admin/api/logs?request_id=console-200").await;
+    assert_eq!(
+        ok[0]["status"], 200,
+        "below the log level, still kept: {ok}"
+    );
+    assert!(!gateway.raw_log().contains("console-200"));
+    let by_route = admin_get(&gateway, "/admin/api/logs?route=echo&status=2xx").await;
+    assert_eq!(by_route.as_array().map(Vec::len), Some(1), "{by_route}");
+
+    // The seconds close once a second: wait for all three to be counted.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stats = loop {
+        let stats = admin_get(&gateway, "/admin/api/stats?seconds=30").await;
+        if stats["totals"]["requests"] == 3 || std::time::Instant::now() > deadline {
+            break stats;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let totals = &stats["totals"];
+    assert_eq!(totals["requests"], 3, "{stats}");
+    assert_eq!(
+        (
+            totals["s2xx"].as_u64(),
+            totals["s4xx"].as_u64(),
+            totals["s5xx"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    assert_eq!(totals["upstream_errors"], 1);
+    let sum = |series: &Value| {
+        series["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(sum(&stats["routes"]["echo"]), 1);
+    assert_eq!(sum(&stats["routes"]["down"]), 1);
+    let p99 = stats["overall"]["p99_ms"].as_array().unwrap();
+    assert!(
+        p99.iter().any(|p| p.as_f64().is_some_and(|ms| ms > 0.0)),
+        "{stats}"
+    );
+}
