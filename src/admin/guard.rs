@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::cookie::{time, Cookie, SameSite};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
@@ -115,11 +115,26 @@ impl FromRequest for Caller {
     }
 }
 
-/// The gate in front of `/admin/api`.
+/// The gate in front of `/admin/api`. A refusal is answered here, so that
+/// it passes back through the listener's middleware (security headers) like
+/// any other answer.
 pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    match admit(&req).await {
+        Ok(caller) => {
+            if let Some(caller) = caller {
+                req.extensions_mut().insert(caller);
+            }
+            Ok(next.call(req).await?.map_into_left_body())
+        }
+        Err(refusal) => Ok(req.error_response(refusal).map_into_right_body()),
+    }
+}
+
+/// Whether the request may pass, and who is calling (`None` on an open path).
+async fn admit(req: &ServiceRequest) -> Result<Option<Caller>, GatewayError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or(GatewayError::Internal)?
@@ -132,28 +147,27 @@ pub async fn guard(
     let changes = changes_state(http.method());
     if OPEN_PATHS.contains(&path) {
         if changes && !same_origin(http, &state) {
-            return Err(GatewayError::CsrfRejected.into());
+            return Err(GatewayError::CsrfRejected);
         }
-        return next.call(req).await;
+        return Ok(None);
     }
     let caller = identify(http, &state, config).await?;
     if changes {
         if let Via::Console(_) = &caller.via {
             if !same_origin(http, &state) || !csrf_matches(http.headers(), config) {
-                return Err(GatewayError::CsrfRejected.into());
+                return Err(GatewayError::CsrfRejected);
             }
         }
         if caller.role == Role::Viewer {
-            return Err(GatewayError::ReadOnly.into());
+            return Err(GatewayError::ReadOnly);
         }
     }
     if let Via::Console(principal) = &caller.via {
         if principal.user.must_change_password && !PASSWORD_CHANGE_PATHS.contains(&path) {
-            return Err(GatewayError::PasswordChangeRequired.into());
+            return Err(GatewayError::PasswordChangeRequired);
         }
     }
-    req.extensions_mut().insert(caller);
-    next.call(req).await
+    Ok(Some(caller))
 }
 
 /// Whether a method may change state: everything but reads.
