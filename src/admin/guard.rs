@@ -6,8 +6,9 @@
 //! token (cookies are then ignored) or a console session of a user holding
 //! `admin.role` or `admin.viewer_role`; a console call that changes
 //! anything must carry the session's CSRF token *and* come from the
-//! console's own origin; a viewer changes nothing; a user whose password
-//! was generated at first start may do nothing but change it.
+//! console's own origin; a viewer changes nothing but its own password and
+//! session; a user whose password was generated at first start may do
+//! nothing but change it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -35,8 +36,9 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Paths under `/admin/api` anyone on an allowed host may call.
 const OPEN_PATHS: &[&str] = &["/admin/api/auth/login", "/admin/api/openapi.json"];
 
-/// What a user whose password must change may still do.
-const PASSWORD_CHANGE_PATHS: &[&str] = &[
+/// The caller's own account and console session: all a user whose password
+/// must change may do, and the only changes a viewer may make.
+const OWN_ACCOUNT_PATHS: &[&str] = &[
     "/admin/api/auth/me",
     "/admin/api/auth/password",
     "/admin/api/auth/logout",
@@ -158,12 +160,12 @@ async fn admit(req: &ServiceRequest) -> Result<Option<Caller>, GatewayError> {
                 return Err(GatewayError::CsrfRejected);
             }
         }
-        if caller.role == Role::Viewer {
+        if caller.role == Role::Viewer && !OWN_ACCOUNT_PATHS.contains(&path) {
             return Err(GatewayError::ReadOnly);
         }
     }
     if let Via::Console(principal) = &caller.via {
-        if principal.user.must_change_password && !PASSWORD_CHANGE_PATHS.contains(&path) {
+        if principal.user.must_change_password && !OWN_ACCOUNT_PATHS.contains(&path) {
             return Err(GatewayError::PasswordChangeRequired);
         }
     }
