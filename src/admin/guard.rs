@@ -80,6 +80,8 @@ pub enum Via {
     Token,
     /// A console session.
     Console(Principal),
+    /// A console sign-in, before it has a session.
+    SignIn,
 }
 
 /// The authenticated caller of an admin API request, for handlers and the
@@ -97,7 +99,7 @@ impl Caller {
     pub fn via_str(&self) -> &'static str {
         match self.via {
             Via::Token => "token",
-            Via::Console(_) => "console",
+            Via::Console(_) | Via::SignIn => "console",
         }
     }
 }
