@@ -156,6 +156,9 @@ async fn admit(req: &ServiceRequest) -> Result<Option<Caller>, GatewayError> {
         return Ok(None);
     }
     let caller = identify(http, &state, config).await?;
+    slog::debug!(state.logging.logger, "admin API call";
+        "method" => http.method().as_str(), "path" => path,
+        "actor" => &*caller.name, "via" => caller.via_str(), "role" => caller.role.as_str());
     if changes {
         if let Via::Console(_) = &caller.via {
             if !same_origin(http, &state) || !csrf_matches(http.headers(), config) {
