@@ -136,7 +136,7 @@ impl GatewayError {
             GatewayError::Unauthorized => "unauthorized",
             GatewayError::Forbidden => "forbidden",
             GatewayError::CsrfRejected => "csrf_rejected",
-            GatewayError::ReadOnly => "forbidden",
+            GatewayError::ReadOnly => "read_only",
             GatewayError::PasswordChangeRequired => "password_change_required",
             GatewayError::Misdirected => "misdirected_request",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",

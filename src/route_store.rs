@@ -4,7 +4,9 @@
 //! The file wins. The API cannot create, change or delete a route whose id
 //! the file uses (409). When a reload brings a file route with the id of a
 //! stored API route, the API route stays in the database but is not served
-//! (`shadowed`) until the file drops that id again. A reload keeps every API
+//! (`shadowed`) until the file drops that id again; deleting the id through
+//! the API then deletes that stored copy (which is how a route moves into
+//! the file), never the file's route. A reload keeps every API
 //! route; one that no longer validates against the new configuration (it
 //! names a rate-limit policy the file removed, say) is not served, and the
 //! admin API lists it with its problems.
@@ -42,6 +44,11 @@ impl ApiRoute {
             None => {
                 let mut spec = self.record.spec.clone();
                 spec["origin"] = json!("api");
+                // `rate_limit` may be stored as one name; it is listed as
+                // the list a served route shows.
+                if let Some(name) = spec.get("rate_limit").filter(|v| v.is_string()) {
+                    spec["rate_limit"] = json!([name]);
+                }
                 spec
             }
         };

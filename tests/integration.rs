@@ -14,6 +14,8 @@
 //! - `Recorder` is a strict raw upstream that records every request it
 //!   parses, so a test can compare what reached the upstream with the log.
 //! - `client()` (reqwest) for well-formed traffic, `RawConn` for the rest.
+//! - `admin_api::Api` calls the admin API as the token, a console session or
+//!   nobody, and checks every answer against the OpenAPI document.
 //!
 //! Tests never sleep to wait: they poll with a deadline (`eventually`,
 //! `Gateway::wait_for_log`).
@@ -22,6 +24,8 @@ mod common;
 
 #[path = "integration/admin.rs"]
 mod admin;
+#[path = "integration/admin_api.rs"]
+mod admin_api;
 #[path = "integration/auth.rs"]
 mod auth;
 #[path = "integration/cli.rs"]

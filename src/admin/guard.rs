@@ -6,13 +6,14 @@
 //! token (cookies are then ignored) or a console session of a user holding
 //! `admin.role` or `admin.viewer_role`; a console call that changes
 //! anything must carry the session's CSRF token *and* come from the
-//! console's own origin; a viewer changes nothing; a user whose password
-//! was generated at first start may do nothing but change it.
+//! console's own origin; a viewer changes nothing but its own password and
+//! session; a user whose password was generated at first start may do
+//! nothing but change it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::cookie::{time, Cookie, SameSite};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
@@ -35,8 +36,9 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Paths under `/admin/api` anyone on an allowed host may call.
 const OPEN_PATHS: &[&str] = &["/admin/api/auth/login", "/admin/api/openapi.json"];
 
-/// What a user whose password must change may still do.
-const PASSWORD_CHANGE_PATHS: &[&str] = &[
+/// The caller's own account and console session: all a user whose password
+/// must change may do, and the only changes a viewer may make.
+const OWN_ACCOUNT_PATHS: &[&str] = &[
     "/admin/api/auth/me",
     "/admin/api/auth/password",
     "/admin/api/auth/logout",
@@ -78,6 +80,8 @@ pub enum Via {
     Token,
     /// A console session.
     Console(Principal),
+    /// A console sign-in, before it has a session.
+    SignIn,
 }
 
 /// The authenticated caller of an admin API request, for handlers and the
@@ -95,7 +99,7 @@ impl Caller {
     pub fn via_str(&self) -> &'static str {
         match self.via {
             Via::Token => "token",
-            Via::Console(_) => "console",
+            Via::Console(_) | Via::SignIn => "console",
         }
     }
 }
@@ -115,11 +119,26 @@ impl FromRequest for Caller {
     }
 }
 
-/// The gate in front of `/admin/api`.
+/// The gate in front of `/admin/api`. A refusal is answered here, so that
+/// it passes back through the listener's middleware (security headers) like
+/// any other answer.
 pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    match admit(&req).await {
+        Ok(caller) => {
+            if let Some(caller) = caller {
+                req.extensions_mut().insert(caller);
+            }
+            Ok(next.call(req).await?.map_into_left_body())
+        }
+        Err(refusal) => Ok(req.error_response(refusal).map_into_right_body()),
+    }
+}
+
+/// Whether the request may pass, and who is calling (`None` on an open path).
+async fn admit(req: &ServiceRequest) -> Result<Option<Caller>, GatewayError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or(GatewayError::Internal)?
@@ -132,28 +151,30 @@ pub async fn guard(
     let changes = changes_state(http.method());
     if OPEN_PATHS.contains(&path) {
         if changes && !same_origin(http, &state) {
-            return Err(GatewayError::CsrfRejected.into());
+            return Err(GatewayError::CsrfRejected);
         }
-        return next.call(req).await;
+        return Ok(None);
     }
     let caller = identify(http, &state, config).await?;
+    slog::debug!(state.logging.logger, "admin API call";
+        "method" => http.method().as_str(), "path" => path,
+        "actor" => &*caller.name, "via" => caller.via_str(), "role" => caller.role.as_str());
     if changes {
         if let Via::Console(_) = &caller.via {
             if !same_origin(http, &state) || !csrf_matches(http.headers(), config) {
-                return Err(GatewayError::CsrfRejected.into());
+                return Err(GatewayError::CsrfRejected);
             }
         }
-        if caller.role == Role::Viewer {
-            return Err(GatewayError::ReadOnly.into());
+        if caller.role == Role::Viewer && !OWN_ACCOUNT_PATHS.contains(&path) {
+            return Err(GatewayError::ReadOnly);
         }
     }
     if let Via::Console(principal) = &caller.via {
-        if principal.user.must_change_password && !PASSWORD_CHANGE_PATHS.contains(&path) {
-            return Err(GatewayError::PasswordChangeRequired.into());
+        if principal.user.must_change_password && !OWN_ACCOUNT_PATHS.contains(&path) {
+            return Err(GatewayError::PasswordChangeRequired);
         }
     }
-    req.extensions_mut().insert(caller);
-    next.call(req).await
+    Ok(Some(caller))
 }
 
 /// Whether a method may change state: everything but reads.

@@ -734,7 +734,8 @@ pub fn valid_username(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
 }
 
-fn validate_names(names: &[String]) -> Result<(), AccountError> {
+/// Checks role or permission names: 1-64 visible characters, no ','.
+pub fn validate_names(names: &[String]) -> Result<(), AccountError> {
     match names.iter().find(|n| {
         n.is_empty() || n.len() > 64 || !n.bytes().all(|b| b.is_ascii_graphic() && b != b',')
     }) {

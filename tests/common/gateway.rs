@@ -247,6 +247,13 @@ impl Launch {
         self.dir.path()
     }
 
+    /// The same launch with another configuration: a relaunch after the
+    /// test rewrote the file starts with what it wrote.
+    pub fn with_setup(mut self, setup: Setup) -> Launch {
+        self.setup = Some(setup);
+        self
+    }
+
     /// Runs the command line (`user ...`, `session ...`) against this
     /// launch's configuration file, as written for the gateway, and so
     /// against the storage the gateway will use.

@@ -25,12 +25,12 @@ const TOKEN: &str = "rate-limit-tests-admin-token";
 const PASSWORD: &str = "correct horse battery staple";
 
 /// A `[rate_limits.NAME]` table with these `key = value` lines.
-fn policy(name: &str, lines: &[&str]) -> String {
+pub fn policy(name: &str, lines: &[&str]) -> String {
     format!("[rate_limits.{name}]\n{}\n", lines.join("\n"))
 }
 
 /// `rate_limit = "NAME"` for a route.
-fn uses(name: &str) -> String {
+pub fn uses(name: &str) -> String {
     format!("rate_limit = \"{name}\"")
 }
 
@@ -104,7 +104,7 @@ fn number(headers: &HeaderMap, name: &str) -> u64 {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
-fn encode(text: &str) -> String {
+pub fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {

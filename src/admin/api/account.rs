@@ -59,7 +59,7 @@ pub async fn login(
     let caller = Caller {
         name: user.name.clone(),
         role,
-        via: Via::Token,
+        via: Via::SignIn,
         address,
     };
     let issued = Change::new(&state, &caller, "console.login", &*user.name)

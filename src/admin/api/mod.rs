@@ -160,3 +160,129 @@ fn no_content() -> HttpResponse {
 fn unsaved(_: sled::Error) -> GatewayError {
     GatewayError::StorageFailed { applied: false }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use super::{settings::OPENAPI, ENDPOINTS};
+
+    const METHODS: &[&str] = &[
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+
+    fn document() -> Value {
+        serde_json::from_str(OPENAPI).expect("openapi.json is JSON")
+    }
+
+    /// The value a local `$ref` (`#/components/...`) points at.
+    fn resolve<'d>(doc: &'d Value, value: &'d Value) -> &'d Value {
+        match value.get("$ref").and_then(Value::as_str) {
+            Some(reference) => {
+                let pointer = reference.strip_prefix('#').expect("a local $ref");
+                resolve(
+                    doc,
+                    doc.pointer(pointer)
+                        .unwrap_or_else(|| panic!("$ref {reference} points at nothing")),
+                )
+            }
+            None => value,
+        }
+    }
+
+    /// Every `(METHOD, path)` the document describes.
+    fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+        let paths = doc["paths"].as_object().expect("paths");
+        paths
+            .iter()
+            .flat_map(|(path, item)| {
+                METHODS
+                    .iter()
+                    .filter(|m| item.get(**m).is_some())
+                    .map(|m| (m.to_uppercase(), path.clone()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_document_describes_exactly_the_endpoints() {
+        let doc = document();
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["servers"][0]["url"], "/admin/api");
+        let served: BTreeSet<(String, String)> = ENDPOINTS
+            .iter()
+            .map(|e| (e.method.to_string(), e.path.to_owned()))
+            .collect();
+        assert_eq!(served.len(), ENDPOINTS.len(), "an endpoint is listed twice");
+        let documented = documented(&doc);
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            undocumented.is_empty() && unserved.is_empty(),
+            "in ENDPOINTS but not in openapi.json: {undocumented:?}; \
+             in openapi.json but not in ENDPOINTS: {unserved:?}"
+        );
+    }
+
+    #[test]
+    fn every_operation_names_its_path_parameters_and_answers() {
+        let doc = document();
+        for (method, path) in documented(&doc) {
+            let operation = &doc["paths"][&path][method.to_lowercase()];
+            let what = format!("{method} {path}");
+            let in_path: BTreeSet<&str> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            let declared: BTreeSet<&str> = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| resolve(&doc, p))
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().expect("a parameter name"))
+                .collect();
+            assert_eq!(in_path, declared, "{what}: path parameters");
+            let responses = operation["responses"].as_object().expect("responses");
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{what}: no success answer"
+            );
+            assert!(responses.contains_key("421"), "{what}: no 421");
+            let open = operation["security"].as_array().is_some_and(Vec::is_empty);
+            assert!(open || responses.contains_key("401"), "{what}: no 401");
+            assert!(operation["tags"][0].is_string(), "{what}: no tag");
+            for (status, response) in responses {
+                let response = resolve(&doc, response);
+                assert!(response["description"].is_string(), "{what} {status}");
+                if status.starts_with('4') || status.starts_with('5') {
+                    let schema = &response["content"]["application/json"]["schema"];
+                    assert_eq!(
+                        schema["allOf"][0]["$ref"], "#/components/schemas/Error",
+                        "{what} {status}: not the error body"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        fn walk(doc: &Value, value: &Value) {
+            match value {
+                Value::Object(map) => {
+                    if map.contains_key("$ref") {
+                        resolve(doc, value);
+                    }
+                    map.values().for_each(|v| walk(doc, v));
+                }
+                Value::Array(items) => items.iter().for_each(|v| walk(doc, v)),
+                _ => {}
+            }
+        }
+        let doc = document();
+        walk(&doc, &doc);
+    }
+}

@@ -28,15 +28,22 @@ pub async fn list(state: web::Data<AppState>) -> HttpResponse {
         .filter(|r| r.origin == RouteOrigin::File)
         .map(|r| file_summary(r.summary()))
         .collect();
-    routes.extend(runtime.api_routes.iter().map(|api| {
-        let served = runtime
-            .routes
-            .routes()
+    routes.extend(
+        runtime
+            .api_routes
             .iter()
-            .find(|r| r.origin == RouteOrigin::Api && r.id == api.record.id);
-        api.summary(served)
-    }));
+            .map(|api| api.summary(served_api_route(&runtime, &api.record.id))),
+    );
     HttpResponse::Ok().json(routes)
+}
+
+/// The API route `id` as served, if it is.
+fn served_api_route<'r>(runtime: &'r Runtime, id: &str) -> Option<&'r config::Route> {
+    runtime
+        .routes
+        .routes()
+        .iter()
+        .find(|r| r.origin == RouteOrigin::Api && r.id == id)
 }
 
 fn file_summary(mut summary: Value) -> Value {
@@ -56,12 +63,7 @@ pub async fn get(
 fn summary_of(runtime: &Runtime, id: &str) -> Result<Value, GatewayError> {
     if let Some(api) = runtime.api_routes.iter().find(|a| a.record.id == id) {
         if !matches!(api.status, crate::route_store::ApiRouteStatus::Shadowed) {
-            let served = runtime
-                .routes
-                .routes()
-                .iter()
-                .find(|r| r.origin == RouteOrigin::Api && r.id == id);
-            return Ok(api.summary(served));
+            return Ok(api.summary(served_api_route(runtime, id)));
         }
     }
     runtime
@@ -162,7 +164,15 @@ pub async fn delete(
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, GatewayError> {
-    let before = summary_of(&state.runtime.load(), &id).ok();
+    // What is deleted: the API's route, even one the file's shadows.
+    let before = {
+        let runtime = state.runtime.load();
+        let api = runtime.api_routes.iter().find(|a| a.record.id == *id);
+        match api {
+            Some(api) => Some(api.summary(served_api_route(&runtime, &id))),
+            None => summary_of(&runtime, &id).ok(),
+        }
+    };
     let result = remove(&state, &id).await;
     Change::new(&state, &caller, "route.delete", id.as_str())
         .before(before)
@@ -171,10 +181,13 @@ pub async fn delete(
     Ok(no_content())
 }
 
+/// Deletes the API route `id`, also when the file's route of that id
+/// shadows it (how a route moves into the file); the file's own is refused.
 async fn remove(state: &AppState, id: &str) -> Result<(), GatewayError> {
     let _changing = state.routes.changes.lock().await;
     let runtime = state.runtime.load_full();
-    if runtime.config.routes.iter().any(|r| r.id == id) {
+    let in_file = runtime.config.routes.iter().any(|r| r.id == id);
+    if in_file && state.routes.get(id).map_err(unsaved)?.is_none() {
         return Err(from_file(id));
     }
     if !state.routes.remove(id).await.map_err(unsaved)? {

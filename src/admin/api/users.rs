@@ -12,8 +12,8 @@ use serde_json::json;
 use super::{no_content, Change};
 use crate::admin::body::Json;
 use crate::admin::guard::Caller;
-use crate::auth::{rfc3339, AccountError, Origin};
-use crate::error::GatewayError;
+use crate::auth::{rfc3339, valid_username, validate_names, AccountError, Origin};
+use crate::error::{FieldError, GatewayError};
 use crate::state::AppState;
 
 pub async fn list(state: web::Data<AppState>) -> HttpResponse {
@@ -59,12 +59,22 @@ pub async fn create(
         roles,
         permissions,
     } = body.into_inner();
-    let result = state
-        .auth
-        .add_user(&username, password, roles, permissions, min)
-        .await
-        .map(|user| user.summary())
-        .map_err(GatewayError::from);
+    let checked = check_fields(
+        Some(&username),
+        Some(&password),
+        Some(&roles),
+        Some(&permissions),
+        min,
+    );
+    let result = match checked {
+        Ok(()) => state
+            .auth
+            .add_user(&username, password, roles, permissions, min)
+            .await
+            .map(|user| user.summary())
+            .map_err(GatewayError::from),
+        Err(err) => Err(err),
+    };
     let user = Change::new(&state, &caller, "user.create", &username)
         .finish(result, |user| Some(user.clone()))
         .await?;
@@ -112,6 +122,14 @@ async fn apply(state: &AppState, name: &str, change: UserChange) -> Result<usize
         permissions,
         disabled,
     } = change;
+    // Every field is checked before any is applied: nothing half-done.
+    check_fields(
+        None,
+        password.as_deref(),
+        roles.as_deref(),
+        permissions.as_deref(),
+        min,
+    )?;
     let mut revoked = 0;
     if let Some(password) = password {
         revoked += state.auth.set_password(name, password, min).await?;
@@ -123,6 +141,43 @@ async fn apply(state: &AppState, name: &str, change: UserChange) -> Result<usize
         revoked += state.auth.set_disabled(name, disabled).await?;
     }
     Ok(revoked)
+}
+
+/// Every problem with the fields of a user made or changed, each under its
+/// key (the account code checks them again as it applies them).
+fn check_fields(
+    username: Option<&str>,
+    password: Option<&str>,
+    roles: Option<&[String]>,
+    permissions: Option<&[String]>,
+    min_password_length: usize,
+) -> Result<(), GatewayError> {
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, err: AccountError| {
+        problems.push(FieldError {
+            key: key.into(),
+            problem: err.to_string(),
+        })
+    };
+    if let Some(name) = username.filter(|n| !valid_username(n)) {
+        problem("username", AccountError::InvalidUsername(name.into()));
+    }
+    if password.is_some_and(|p| p.chars().count() < min_password_length) {
+        problem(
+            "password",
+            AccountError::PasswordTooShort(min_password_length),
+        );
+    }
+    for (key, names) in [("roles", roles), ("permissions", permissions)] {
+        if let Some(Err(err)) = names.map(validate_names) {
+            problem(key, err);
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(GatewayError::InvalidFields(problems))
+    }
 }
 
 pub async fn delete(

@@ -251,8 +251,12 @@ async fn short_passwords_are_refused() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["key"], "password", "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains("too short"),
+        body["errors"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("too short"),
         "{body}"
     );
     let (status, body) = admin(
