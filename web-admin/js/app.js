@@ -43,6 +43,7 @@ export function navigate(hash) {
 // ---- logged out / forced password change -----------------------------------
 
 function showLogin(notice) {
+  for (const d of document.querySelectorAll('dialog[open]')) d.close();
   unmountPage();
   session = null;
   shell = null;
@@ -131,6 +132,8 @@ function start(answer) {
 
 function route() {
   if (!session || !shell) return;
+  // A dialog belongs to the page that opened it (Back closes it too).
+  for (const d of document.querySelectorAll('dialog[open]')) d.close();
   unmountPage();
   const { name, params } = parseHash();
   const page = PAGES[name];

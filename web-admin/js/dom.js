@@ -1,6 +1,6 @@
 // A tiny DOM helper and the formatters every page shares.
 //
-// Elements are built with h() rather than innerHTML so that nothing the API
+// Elements are built with h(), never from HTML strings, so that nothing the API
 // returns (paths, user agents, log lines) is ever parsed as markup.
 
 /**

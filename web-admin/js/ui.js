@@ -192,7 +192,7 @@ export function field(spec) {
     return h('div', { class: 'field', dataset: { field: spec.name } }, control, hint, error);
   }
   return h('div', { class: 'field', dataset: { field: spec.name } },
-    h('label', { for: id }, spec.label, spec.required ? h('span', { class: 'req', 'aria-hidden': 'true' }, ' *') : null),
+    h('label', { for: id, class: spec.required ? 'required' : null }, spec.label),
     control, hint, error);
 }
 

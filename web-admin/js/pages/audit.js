@@ -49,7 +49,7 @@ export default {
       FILTERS.map(field),
       h('div', { class: 'filter-actions' },
         h('button', { type: 'submit', class: 'btn btn-primary' }, 'Apply'),
-        h('button', { type: 'reset', class: 'btn btn-ghost' }, 'Reset')));
+        h('button', { type: 'reset', class: 'btn btn-ghost' }, 'Clear filters')));
     const body = h('div', {}, loading('Loading the audit trail…'));
     const pager = h('nav', { class: 'pager', 'aria-label': 'Pages' });
     replace(container,

@@ -60,7 +60,7 @@ export default {
       FILTERS.map(field),
       h('div', { class: 'filter-actions' },
         h('button', { type: 'submit', class: 'btn btn-primary' }, 'Apply'),
-        h('button', { type: 'reset', class: 'btn btn-ghost' }, 'Reset')));
+        h('button', { type: 'reset', class: 'btn btn-ghost' }, 'Clear filters')));
     const rows = h('tbody', {});
     const emptyRow = h('p', { class: 'state state-empty' }, 'Waiting for requests… Records appear here as the proxy answers them.');
     const tableEl = h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Access log' },
@@ -153,6 +153,10 @@ export default {
     }
 
     async function start() {
+      // Stop the old stream first: records for the old filters must not
+      // slip in while the new ones load.
+      if (source) { source.close(); source = null; }
+      setStatus('connecting', 'muted');
       rows.replaceChildren();
       seen.clear();
       pending = [];
