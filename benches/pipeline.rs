@@ -77,10 +77,14 @@ fn session_validation(c: &mut Criterion) {
         )
         .await
         .unwrap();
-        auth.issue_for("bench", Duration::from_secs(3600))
-            .await
-            .unwrap()
-            .token
+        auth.issue_for(
+            "bench",
+            Duration::from_secs(3600),
+            portcullis::auth::Origin::default(),
+        )
+        .await
+        .unwrap()
+        .token
     });
     c.bench_function("session_validate", |b| {
         b.iter(|| {

@@ -207,7 +207,9 @@ fn seed_sessions(storage: &Storage, config: &config::Config, n: usize) -> Vec<St
             .await
             .unwrap();
     });
-    let records = storage.sessions().unwrap();
+    let records = storage
+        .sessions(portcullis::storage::SESSIONS_TREE)
+        .unwrap();
     let now = now_ms();
     (0..n)
         .map(|_| {
@@ -227,6 +229,8 @@ fn seed_sessions(storage: &Storage, config: &config::Config, n: usize) -> Vec<St
                 last_seen: now,
                 expires_at: now + 3_600_000,
                 revoked_at: None,
+                client_ip: None,
+                user_agent: None,
             };
             records.put(&id, &record).unwrap();
             token

@@ -4,22 +4,25 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use actix_web::{web, App};
 use arc_swap::ArcSwap;
 use slog::{error, info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::admin::audit::AuditLog;
 use crate::auth::Auth;
 use crate::config::{self, Config, ConfigError, ConfigSource, TlsFiles};
 use crate::listener::{self, Listener};
 use crate::pipeline::{self, Runtime};
 use crate::proxy::{self, UpstreamClient};
 use crate::ratelimit::{CounterStore, COUNTER_TREE};
+use crate::route_store::{ApiRouteStatus, RouteStore};
 use crate::state::AppState;
 use crate::storage::Storage;
 use crate::telemetry::{LogBridge, Logging, Metrics};
+
+mod bootstrap;
 
 /// Open connections allowed on the admin listener (one worker, loopback by default).
 const ADMIN_MAX_CONNECTIONS: usize = 256;
@@ -33,6 +36,8 @@ pub enum StartupError {
     Storage(#[from] crate::storage::StorageError),
     #[error("{0}")]
     Tls(String),
+    #[error("cannot create the first admin user: {0}")]
+    Bootstrap(String),
     #[error("cannot load state from storage: {0}")]
     State(sled::Error),
     #[error("cannot listen on {what} {addr}: {source}")]
@@ -65,13 +70,18 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
         metrics.counter_evictions("rate_limit"),
     )
     .map_err(StartupError::State)?;
-    let server_tls = config
-        .server
-        .tls
-        .as_ref()
-        .map(load_server_tls)
-        .transpose()
-        .map_err(|e| StartupError::Tls(e.to_string()))?;
+    let routes = RouteStore::open(&storage).map_err(StartupError::State)?;
+    let audit = AuditLog::open(&storage, logger.clone()).map_err(StartupError::State)?;
+    let load_tls = |files: &Option<TlsFiles>| {
+        files
+            .as_ref()
+            .map(load_server_tls)
+            .transpose()
+            .map_err(|e| StartupError::Tls(e.to_string()))
+    };
+    let server_tls = load_tls(&config.server.tls)?;
+    let admin_tls = load_tls(&config.admin.tls)?;
+    let api_routes = routes.load().map_err(StartupError::State)?;
     let (client_tls, roots) = proxy::client_tls_config();
     if roots == 0 {
         warn!(
@@ -85,14 +95,19 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     let admin_listen = config.admin.listen;
     let listen = server.listen;
     let state = web::Data::new(AppState {
-        runtime: ArcSwap::from_pointee(Runtime::new(config)),
+        runtime: ArcSwap::from_pointee(Runtime::compose(config, api_routes)),
         metrics,
         logging,
         storage,
         auth,
         counters,
+        routes,
+        audit,
+        proxy_address: std::sync::OnceLock::new(),
+        admin_address: std::sync::OnceLock::new(),
         draining: AtomicBool::new(false),
     });
+    bootstrap::first_admin(&state).await?;
 
     let proxy_state = state.clone();
     let (proxy_server, proxy_addr) = listener::start(
@@ -122,12 +137,14 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
         source,
     })?;
 
+    let _ = state.proxy_address.set(proxy_addr);
+
     let admin_state = state.clone();
     let (admin_server, admin_addr) = listener::start(
         Listener {
             name: "admin",
             addr: admin_listen,
-            tls: None,
+            tls: admin_tls,
             workers: 1,
             keep_alive: server.keep_alive,
             header_timeout: server.header_timeout,
@@ -147,6 +164,8 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
         addr: admin_listen,
         source,
     })?;
+
+    let _ = state.admin_address.set(admin_addr);
 
     let proxy_handle = proxy_server.handle();
     let admin_handle = admin_server.handle();
@@ -174,7 +193,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     let signals = tokio::spawn(async move {
         let reason = loop {
             tokio::select! {
-                _ = hup.recv() => reload(&signals_state, &source),
+                _ = hup.recv() => reload(&signals_state, &source).await,
                 _ = term.recv() => break "SIGTERM",
                 _ = int.recv() => break "SIGINT",
             }
@@ -266,8 +285,7 @@ fn upkeep(state: &AppState, round: Upkeep) {
         error!(logger, "writing session activity failed"; "error" => err.to_string());
     }
     if round.sweep {
-        let idle = state.runtime.load().config.session.idle_timeout;
-        if let Err(err) = state.auth.sweep(idle) {
+        if let Err(err) = state.auth.sweep(&state.runtime.load().config) {
             error!(logger, "sweeping sessions failed"; "error" => err.to_string());
         }
     }
@@ -290,7 +308,7 @@ fn upkeep(state: &AppState, round: Upkeep) {
 
 /// Loads the configuration again and swaps it in, or keeps the running one
 /// when the new one is invalid. Always reopens the log file (logrotate).
-fn reload(state: &AppState, source: &ConfigSource) {
+async fn reload(state: &AppState, source: &ConfigSource) {
     let logger = &state.logging.logger;
     if let Err(err) = state.logging.reopen() {
         error!(logger, "cannot reopen the log file"; "error" => err.to_string());
@@ -302,8 +320,31 @@ fn reload(state: &AppState, source: &ConfigSource) {
                 warn!(logger, "configuration change needs a restart to take effect"; "key" => key);
             }
             state.logging.set_level(new.log.level);
-            let routes = new.routes.len();
-            state.runtime.store(Arc::new(Runtime::new(new)));
+            // API changes wait: none is lost between loading routes and the swap.
+            let _changing = state.routes.changes.lock().await;
+            let runtime = match state.serve(new) {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    error!(logger, "configuration reload rejected: cannot read API routes; keeping the running configuration";
+                        "error" => err.to_string());
+                    return;
+                }
+            };
+            let routes = runtime.routes.routes().len();
+            for api in &runtime.api_routes {
+                match &api.status {
+                    ApiRouteStatus::Serving => {}
+                    ApiRouteStatus::Shadowed => {
+                        warn!(logger, "API route not served: the file defines a route with its id";
+                        "route" => &api.record.id)
+                    }
+                    ApiRouteStatus::Invalid(problems) => {
+                        warn!(logger, "API route not served: it is not valid under the new configuration";
+                        "route" => &api.record.id,
+                        "problems" => problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+                    }
+                }
+            }
             state
                 .metrics
                 .config_reloads
@@ -354,6 +395,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         old.server.shutdown_grace != new.server.shutdown_grace,
     );
     check("admin.listen", old.admin.listen != new.admin.listen);
+    check("admin.tls_cert/tls_key", old.admin.tls != new.admin.tls);
+    check(
+        "admin.recent_log_bytes",
+        old.admin.recent_log_bytes != new.admin.recent_log_bytes,
+    );
     check(
         "storage.flush_interval",
         old.storage.flush_interval != new.storage.flush_interval,

@@ -14,6 +14,10 @@ use serde::Serialize;
 pub enum GatewayError {
     #[error("{0}")]
     BadRequest(Cow<'static, str>),
+    /// A request body with problems in named fields (key path, problem),
+    /// every one of them listed.
+    #[error("the request has {} problem(s); see errors", .0.len())]
+    InvalidFields(Vec<FieldError>),
     #[error("no route matches this path")]
     NotFound,
     /// A named resource of the admin API does not exist.
@@ -39,6 +43,15 @@ pub enum GatewayError {
     Forbidden,
     #[error("cross-site request rejected")]
     CsrfRejected,
+    /// A console viewer tried to change something.
+    #[error("the viewer role can look at everything and change nothing")]
+    ReadOnly,
+    /// The console user must replace the password generated at first start first.
+    #[error("change the initial password first (POST /admin/api/auth/password)")]
+    PasswordChangeRequired,
+    /// The admin listener was reached under a host name it does not serve.
+    #[error("this listener does not answer to that host name (see admin.hosts)")]
+    Misdirected,
     /// A browser navigation without a session, sent to the login page.
     #[error("sign in to continue")]
     LoginRequired { location: String },
@@ -78,6 +91,14 @@ pub enum GatewayError {
     GatewayTimeout,
 }
 
+/// One problem with one field of a request body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The field's key path, as in the configuration file (`methods[1]`).
+    pub key: String,
+    pub problem: String,
+}
+
 /// Why an upstream exchange failed, as counted in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamFailure {
@@ -104,7 +125,7 @@ impl GatewayError {
     /// The stable, machine-readable error code in the JSON body and access log.
     pub fn code(&self) -> &'static str {
         match self {
-            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::BadRequest(_) | GatewayError::InvalidFields(_) => "bad_request",
             GatewayError::NotFound | GatewayError::NoSuchResource(_) => "not_found",
             GatewayError::Conflict(_) => "conflict",
             GatewayError::MissingToken => "missing_token",
@@ -115,6 +136,9 @@ impl GatewayError {
             GatewayError::Unauthorized => "unauthorized",
             GatewayError::Forbidden => "forbidden",
             GatewayError::CsrfRejected => "csrf_rejected",
+            GatewayError::ReadOnly => "forbidden",
+            GatewayError::PasswordChangeRequired => "password_change_required",
+            GatewayError::Misdirected => "misdirected_request",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::LoginRequired { .. } => "login_required",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -132,7 +156,7 @@ impl GatewayError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BadRequest(_) | GatewayError::InvalidFields(_) => StatusCode::BAD_REQUEST,
             GatewayError::NotFound | GatewayError::NoSuchResource(_) => StatusCode::NOT_FOUND,
             GatewayError::Conflict(_) => StatusCode::CONFLICT,
             GatewayError::MissingToken
@@ -141,7 +165,11 @@ impl GatewayError {
             | GatewayError::TokenRevoked
             | GatewayError::InvalidCredentials
             | GatewayError::Unauthorized => StatusCode::UNAUTHORIZED,
-            GatewayError::Forbidden | GatewayError::CsrfRejected => StatusCode::FORBIDDEN,
+            GatewayError::Forbidden
+            | GatewayError::CsrfRejected
+            | GatewayError::ReadOnly
+            | GatewayError::PasswordChangeRequired => StatusCode::FORBIDDEN,
+            GatewayError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::LoginRequired { .. } => StatusCode::FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -167,6 +195,8 @@ impl GatewayError {
             timestamp: String,
             #[serde(flatten)]
             limits: Option<Limits>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            errors: Option<&'a [FieldError]>,
         }
         #[derive(Serialize)]
         struct Limits {
@@ -192,6 +222,10 @@ impl GatewayError {
             correlation_id: request_id,
             timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             limits,
+            errors: match self {
+                GatewayError::InvalidFields(errors) => Some(errors),
+                _ => None,
+            },
         };
         let mut response = HttpResponse::build(self.status());
         response.content_type("application/json");

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod pipeline;
 pub mod proxy;
 pub mod ratelimit;
+pub mod route_store;
 pub mod routing;
 pub mod state;
 pub mod storage;

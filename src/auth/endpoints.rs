@@ -7,14 +7,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::{
-    clear_cookie, csrf, rfc3339, session_cookie, session_cookie_value, valid_username,
-    AccountError, Rejection,
+    clear_cookie, csrf, rfc3339, session_cookie, session_cookie_value, LoginError, Origin,
+    Rejection,
 };
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::pipeline::RequestCtx;
 use crate::proxy::read_body;
-use crate::ratelimit::AddressKey;
 use crate::state::AppState;
 
 /// Largest login body accepted.
@@ -131,32 +130,32 @@ async fn login(
         }
         Err(GatewayError::InvalidCredentials)
     };
-    // A name that can never log in is refused before anything is counted,
-    // looked up or hashed: the answer is the same as for a wrong password.
-    if !valid_username(&username) {
-        return failed("failure");
-    }
-    let address = AddressKey::new(ctx.client_ip, config.server.address_prefixes);
-    let attempt = state
+    let user = match state
         .auth
-        .throttle
-        .begin(&config.login, &username, address)
-        .inspect_err(|_| state.metrics.logins.with_label_values(&["throttled"]).inc())?;
-    let verified = state
-        .auth
-        .verify_password(&username, password, config.login.max_hash_wait)
-        .await;
-    let user = match verified {
-        Ok(Some(user)) => user,
-        Ok(None) => return failed("failure"),
-        Err(err) => {
-            attempt.abandon();
-            state.metrics.logins.with_label_values(&["busy"]).inc();
-            return Err(AccountError::from(err).into());
+        .check_login(config, &username, password, ctx.client_ip)
+        .await
+    {
+        Ok(user) => user,
+        Err(LoginError::Invalid) => return failed("failure"),
+        Err(refused) => {
+            state
+                .metrics
+                .logins
+                .with_label_values(&[refused.outcome()])
+                .inc();
+            return Err(refused.into());
         }
     };
-    attempt.succeeded();
-    let issued = state.auth.issue(&user, config.session.max_lifetime).await?;
+    let origin = Origin::new(
+        Some(ctx.client_ip.to_string()),
+        req.headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let issued = state
+        .auth
+        .issue(&user, config.session.max_lifetime, origin)
+        .await?;
     state.metrics.logins.with_label_values(&["success"]).inc();
     ctx.identify(&user, &issued.session, "login");
     let cookie = session_cookie(&config.session, &issued.token, issued.session.expires_at);

@@ -12,6 +12,7 @@
 mod cookie;
 pub mod csrf;
 pub mod endpoints;
+mod login;
 pub mod password;
 mod sessions;
 mod throttle;
@@ -24,13 +25,16 @@ use std::time::Duration;
 use actix_web::http::header::HeaderValue;
 
 pub use cookie::{clear_cookie, session_cookie, session_cookie_value, strip_session_cookie};
+pub use login::LoginError;
 pub use password::HashingError;
-pub use sessions::Session;
+pub use sessions::{Origin, Session};
 pub use throttle::{Attempt, LoginThrottle, THROTTLE_TREE};
 
-use crate::config::{Config, SessionConfig};
+use crate::config::{AdminConfig, Config, SessionConfig};
 use crate::error::GatewayError;
-use crate::storage::{now_ms, Records, Storage, UserRecord, SCHEMA_VERSION};
+use crate::storage::{
+    now_ms, Records, Storage, UserRecord, CONSOLE_SESSIONS_TREE, SCHEMA_VERSION, SESSIONS_TREE,
+};
 use crate::telemetry::Metrics;
 use password::Hashing;
 use sessions::{PastToken, SessionStore};
@@ -44,6 +48,8 @@ pub struct User {
     pub disabled: bool,
     /// Bumped by every change to the account; sessions of an older one end.
     pub generation: u64,
+    /// The password was generated at first start and must be changed.
+    pub must_change_password: bool,
     /// `roles` joined with `,`, ready for the upstream header.
     pub roles_header: HeaderValue,
     record: UserRecord,
@@ -57,6 +63,7 @@ impl User {
             permissions: record.permissions.clone(),
             disabled: record.disabled,
             generation: record.generation,
+            must_change_password: record.must_change_password,
             roles_header: HeaderValue::from_str(&record.roles.join(","))
                 .unwrap_or(HeaderValue::from_static("")),
             record,
@@ -70,6 +77,7 @@ impl User {
             "roles": self.roles,
             "permissions": self.permissions,
             "disabled": self.disabled,
+            "must_change_password": self.must_change_password,
             "created_at": rfc3339(self.record.created_at),
             "updated_at": rfc3339(self.record.updated_at),
         })
@@ -191,6 +199,40 @@ impl From<AccountError> for GatewayError {
     }
 }
 
+/// How the sessions of one kind expire and rotate.
+#[derive(Debug, Clone, Copy)]
+struct SessionRules {
+    idle_timeout: Duration,
+    /// `None`: tokens are never rotated.
+    rotate_after: Option<Duration>,
+    rotation_grace: Duration,
+    touch_interval: Duration,
+}
+
+impl From<&SessionConfig> for SessionRules {
+    fn from(config: &SessionConfig) -> Self {
+        SessionRules {
+            idle_timeout: config.idle_timeout,
+            rotate_after: Some(config.rotate_after),
+            rotation_grace: config.rotation_grace,
+            touch_interval: config.touch_interval,
+        }
+    }
+}
+
+impl From<&AdminConfig> for SessionRules {
+    /// Console sessions are short and never rotate: the console is one tab
+    /// on a trusted network, and its token never travels to an upstream.
+    fn from(config: &AdminConfig) -> Self {
+        SessionRules {
+            idle_timeout: config.session_idle_timeout,
+            rotate_after: None,
+            rotation_grace: Duration::ZERO,
+            touch_interval: Duration::from_secs(5),
+        }
+    }
+}
+
 /// How long an account change may wait for an argon2 slot.
 const ACCOUNT_HASH_WAIT: Duration = Duration::from_secs(30);
 
@@ -203,6 +245,8 @@ pub struct Auth {
     /// Serialises account changes, so two never undo each other.
     user_writes: tokio::sync::Mutex<()>,
     sessions: SessionStore,
+    /// The admin console's sessions, apart: a gateway token never opens the console.
+    console_sessions: SessionStore,
     hashing: Hashing,
     pub throttle: LoginThrottle,
     decoy_hash: std::sync::OnceLock<String>,
@@ -230,7 +274,8 @@ impl Auth {
             storage: storage.clone(),
             users: RwLock::new(users),
             user_writes: tokio::sync::Mutex::new(()),
-            sessions: SessionStore::open(storage, config.storage.session_cache)?,
+            sessions: SessionStore::open(storage, SESSIONS_TREE, config.storage.session_cache)?,
+            console_sessions: SessionStore::open(storage, CONSOLE_SESSIONS_TREE, 1024)?,
             hashing: Hashing::new(
                 config.login.max_concurrent_hashes,
                 metrics.password_verifications.clone(),
@@ -256,10 +301,29 @@ impl Auth {
         token: &str,
         config: &SessionConfig,
     ) -> Result<Principal, Rejection> {
+        self.validate(&self.sessions, token, config.into()).await
+    }
+
+    /// Validates an admin console session token: the same checks, with the
+    /// console's own expiry and no rotation.
+    pub async fn authenticate_console(
+        &self,
+        token: &str,
+        config: &AdminConfig,
+    ) -> Result<Principal, Rejection> {
+        self.validate(&self.console_sessions, token, config.into())
+            .await
+    }
+
+    async fn validate(
+        &self,
+        store: &SessionStore,
+        token: &str,
+        rules: SessionRules,
+    ) -> Result<Principal, Rejection> {
         let (id, hash) = token::parse(token).ok_or(Rejection::InvalidToken)?;
         let now = now_ms();
-        let session = self
-            .sessions
+        let session = store
             .find(id.as_str())
             .map_err(|_| Rejection::Unavailable)?
             .ok_or(Rejection::InvalidToken)?;
@@ -272,24 +336,27 @@ impl Auth {
                 PastToken::InGrace => {}
                 PastToken::Reused => {
                     // Revoked in memory even if storage fails: the stolen copy is useless either way.
-                    let _ = self.sessions.revoke(&[session.id.to_string()]).await;
+                    let _ = store.revoke(&[session.id.to_string()]).await;
                     return Err(Rejection::TokenReused(session));
                 }
                 PastToken::Unknown => return Err(Rejection::InvalidToken),
             }
         }
-        if session.is_expired(now, config.idle_timeout) {
+        if session.is_expired(now, rules.idle_timeout) {
             return Err(Rejection::TokenExpired);
         }
         let user = self
             .user(&session.user)
             .filter(|u| !u.disabled && u.generation == session.user_generation)
             .ok_or(Rejection::TokenRevoked)?;
-        self.sessions.touch(&session, now, config.touch_interval);
-        let rotated = if current && session.rotation_due(now, config.rotate_after) {
+        store.touch(&session, now, rules.touch_interval);
+        let due = rules
+            .rotate_after
+            .is_some_and(|after| session.rotation_due(now, after));
+        let rotated = if current && due {
             // A failed rotation keeps the current token, which stays valid.
-            self.sessions
-                .rotate(&session, now, config.rotation_grace)
+            store
+                .rotate(&session, now, rules.rotation_grace)
                 .await
                 .ok()
                 .flatten()
@@ -329,13 +396,37 @@ impl Auth {
     /// Issues a new session (fresh token, never adopted from the client) for
     /// `user` as it stands in this snapshot: if the account has changed
     /// since, the session is born revoked.
-    pub async fn issue(&self, user: &User, lifetime: Duration) -> Result<Issued, AccountError> {
+    pub async fn issue(
+        &self,
+        user: &User,
+        lifetime: Duration,
+        origin: Origin,
+    ) -> Result<Issued, AccountError> {
+        Self::issue_in(&self.sessions, user, lifetime, origin).await
+    }
+
+    /// Issues a new admin console session for `user`.
+    pub async fn issue_console(
+        &self,
+        user: &User,
+        lifetime: Duration,
+        origin: Origin,
+    ) -> Result<Issued, AccountError> {
+        Self::issue_in(&self.console_sessions, user, lifetime, origin).await
+    }
+
+    async fn issue_in(
+        store: &SessionStore,
+        user: &User,
+        lifetime: Duration,
+        origin: Origin,
+    ) -> Result<Issued, AccountError> {
         if user.disabled {
             return Err(AccountError::UserDisabled(user.name.to_string()));
         }
-        let (session, token) = Session::issue(user.name.clone(), user.generation, lifetime)
+        let (session, token) = Session::issue(user.name.clone(), user.generation, lifetime, origin)
             .ok_or(HashingError::Failed)?;
-        let session = self.sessions.create(session).await?;
+        let session = store.create(session).await?;
         Ok(Issued { session, token })
     }
 
@@ -344,25 +435,40 @@ impl Auth {
         &self,
         username: &str,
         lifetime: Duration,
+        origin: Origin,
     ) -> Result<Issued, AccountError> {
         let user = self
             .user(username)
             .ok_or_else(|| AccountError::NoSuchUser(username.into()))?;
-        self.issue(&user, lifetime).await
+        self.issue(&user, lifetime, origin).await
     }
 
     /// Revokes one session, durably. False when no such live session exists.
     pub async fn revoke(&self, id: &str) -> Result<bool, AccountError> {
-        let revoked = self
-            .sessions
+        Self::revoke_in(&self.sessions, id).await
+    }
+
+    /// Ends one admin console session (a console logout), durably.
+    pub async fn revoke_console(&self, id: &str) -> Result<bool, AccountError> {
+        Self::revoke_in(&self.console_sessions, id).await
+    }
+
+    async fn revoke_in(store: &SessionStore, id: &str) -> Result<bool, AccountError> {
+        let revoked = store
             .revoke(&[id.to_owned()])
             .await
             .map_err(AccountError::Unsaved)?;
         Ok(revoked > 0)
     }
 
-    /// Revokes every session of a user, durably; returns how many.
+    /// Revokes every session of a user, durably, the console's included;
+    /// returns how many gateway sessions.
     pub async fn revoke_user(&self, username: &str) -> Result<usize, AccountError> {
+        let console = self.console_sessions.ids_of(username)?;
+        self.console_sessions
+            .revoke(&console)
+            .await
+            .map_err(AccountError::Unsaved)?;
         let ids = self.sessions.ids_of(username)?;
         self.sessions
             .revoke(&ids)
@@ -400,6 +506,45 @@ impl Auth {
         permissions: Vec<String>,
         min_password_length: usize,
     ) -> Result<Arc<User>, AccountError> {
+        self.create_user(
+            username,
+            password,
+            roles,
+            permissions,
+            min_password_length,
+            false,
+        )
+        .await
+    }
+
+    /// Creates the first admin at first start: its password was generated
+    /// and must be changed at the first login.
+    pub async fn add_first_admin(
+        &self,
+        username: &str,
+        password: String,
+        role: &str,
+    ) -> Result<Arc<User>, AccountError> {
+        self.create_user(
+            username,
+            password,
+            vec![role.to_owned()],
+            Vec::new(),
+            0,
+            true,
+        )
+        .await
+    }
+
+    async fn create_user(
+        &self,
+        username: &str,
+        password: String,
+        roles: Vec<String>,
+        permissions: Vec<String>,
+        min_password_length: usize,
+        must_change_password: bool,
+    ) -> Result<Arc<User>, AccountError> {
         if !valid_username(username) {
             return Err(AccountError::InvalidUsername(username.into()));
         }
@@ -421,6 +566,7 @@ impl Auth {
             created_at: now,
             updated_at: now,
             generation: 0,
+            must_change_password,
         };
         self.save_user(record).await
     }
@@ -433,8 +579,23 @@ impl Auth {
         min_password_length: usize,
     ) -> Result<usize, AccountError> {
         let password_hash = self.hash_password(password, min_password_length).await?;
-        self.update_user(username, |r| r.password_hash = password_hash)
-            .await
+        self.update_user(username, |r| {
+            r.password_hash = password_hash;
+            r.must_change_password = false;
+        })
+        .await
+    }
+
+    /// Whether any enabled user holds `role`.
+    pub fn anyone_holds(&self, role: &str) -> bool {
+        self.users
+            .read()
+            .map(|users| {
+                users
+                    .values()
+                    .any(|u| !u.disabled && u.roles.iter().any(|r| r == role))
+            })
+            .unwrap_or(true)
     }
 
     /// Replaces roles and/or permissions; every session of the user ends,
@@ -536,13 +697,19 @@ impl Auth {
     /// `everything`, at shutdown, of every session with unwritten activity),
     /// and saves revocations storage refused earlier.
     pub fn persist_activity(&self, everything: bool) -> Result<(), sled::Error> {
-        self.sessions.save_unsaved()?;
-        self.sessions.persist_activity(everything)
+        for store in [&self.sessions, &self.console_sessions] {
+            store.save_unsaved()?;
+            store.persist_activity(everything)?;
+        }
+        Ok(())
     }
 
-    /// Removes expired sessions from memory and storage.
-    pub fn sweep(&self, idle: Duration) -> Result<(), sled::Error> {
-        self.sessions.sweep(idle)
+    /// Removes expired sessions, the gateway's and the console's, from
+    /// memory and storage.
+    pub fn sweep(&self, config: &Config) -> Result<(), sled::Error> {
+        self.sessions.sweep(config.session.idle_timeout)?;
+        self.console_sessions
+            .sweep(config.admin.session_idle_timeout)
     }
 
     /// Live sessions, as of the last sweep plus logins and minus revocations since.

@@ -26,6 +26,34 @@ use crate::storage::{now_ms, Records, SessionRecord, Storage, SCHEMA_VERSION};
 /// recognise them if they are ever presented again (a stolen token).
 const RETIRED_KEPT: usize = 3;
 
+/// Where a session was issued from, for admins to recognise it: the client
+/// address and user agent of the login (or of the admin who issued it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// The longest user agent kept with a session.
+const USER_AGENT_KEPT: usize = 256;
+
+impl Origin {
+    /// An origin, with an overlong user agent cut at a character boundary.
+    pub fn new(client_ip: Option<String>, user_agent: Option<&str>) -> Origin {
+        let user_agent = user_agent.map(|ua| {
+            let mut end = ua.len().min(USER_AGENT_KEPT);
+            while !ua.is_char_boundary(end) {
+                end -= 1;
+            }
+            ua[..end].to_owned()
+        });
+        Origin {
+            client_ip,
+            user_agent,
+        }
+    }
+}
+
 /// A session. Token hashes never change in place: a rotation replaces the
 /// whole `Session`, so readers always see a consistent pair.
 #[derive(Debug)]
@@ -42,6 +70,7 @@ pub struct Session {
     pub created_at: u64,
     token_issued_at: u64,
     pub expires_at: u64,
+    pub origin: Arc<Origin>,
     last_seen: AtomicU64,
     persisted_last_seen: AtomicU64,
     /// 0 while live.
@@ -55,6 +84,7 @@ impl Session {
         user: Arc<str>,
         user_generation: u64,
         lifetime: Duration,
+        origin: Origin,
     ) -> Option<(Session, String)> {
         let id = token::new_session_id();
         let (token, token_hash) = token::new_token(&id)?;
@@ -69,6 +99,7 @@ impl Session {
             created_at: now,
             token_issued_at: now,
             expires_at: now + lifetime.as_millis() as u64,
+            origin: Arc::new(origin),
             last_seen: AtomicU64::new(now),
             persisted_last_seen: AtomicU64::new(now),
             revoked_at: AtomicU64::new(0),
@@ -95,6 +126,10 @@ impl Session {
             created_at: r.created_at,
             token_issued_at: r.token_issued_at,
             expires_at: r.expires_at,
+            origin: Arc::new(Origin {
+                client_ip: r.client_ip.clone(),
+                user_agent: r.user_agent.clone(),
+            }),
             last_seen: AtomicU64::new(r.last_seen),
             persisted_last_seen: AtomicU64::new(r.last_seen),
             revoked_at: AtomicU64::new(r.revoked_at.unwrap_or(0)),
@@ -116,6 +151,8 @@ impl Session {
             last_seen: self.last_seen(),
             expires_at: self.expires_at,
             revoked_at: self.revoked_at(),
+            client_ip: self.origin.client_ip.clone(),
+            user_agent: self.origin.user_agent.clone(),
         }
     }
 
@@ -176,6 +213,8 @@ impl Session {
             "idle_expires_at": rfc3339(self.idle_expires_at(idle).min(self.expires_at)),
             "expires_at": rfc3339(self.expires_at),
             "revoked": self.revoked_at().is_some(),
+            "client_ip": self.origin.client_ip,
+            "user_agent": self.origin.user_agent,
         })
     }
 }
@@ -253,11 +292,11 @@ pub(super) struct SessionStore {
 }
 
 impl SessionStore {
-    /// Opens the sessions tree.
-    pub fn open(storage: &Storage, capacity: usize) -> sled::Result<SessionStore> {
+    /// Opens the sessions in `tree`.
+    pub fn open(storage: &Storage, tree: &str, capacity: usize) -> sled::Result<SessionStore> {
         Ok(SessionStore {
             storage: storage.clone(),
-            records: storage.sessions()?,
+            records: storage.sessions(tree)?,
             cache: RwLock::new(Cache {
                 by_id: HashMap::new(),
                 capacity: capacity.max(1),
@@ -363,6 +402,7 @@ impl SessionStore {
             created_at: session.created_at,
             token_issued_at: now,
             expires_at: session.expires_at,
+            origin: session.origin.clone(),
             last_seen: AtomicU64::new(session.last_seen()),
             persisted_last_seen: AtomicU64::new(session.last_seen()),
             revoked_at: AtomicU64::new(0),
@@ -651,12 +691,12 @@ mod tests {
 
     fn open(dir: &std::path::Path, capacity: usize) -> (Storage, SessionStore) {
         let storage = Storage::open(&StorageConfig::for_tests(dir)).unwrap();
-        let store = SessionStore::open(&storage, capacity).unwrap();
+        let store = SessionStore::open(&storage, "sessions", capacity).unwrap();
         (storage, store)
     }
 
     async fn issue(store: &SessionStore, user: &str, lifetime: Duration) -> (Arc<Session>, String) {
-        let (session, token) = Session::issue(user.into(), 0, lifetime).unwrap();
+        let (session, token) = Session::issue(user.into(), 0, lifetime, Origin::default()).unwrap();
         (store.create(session).await.unwrap(), token)
     }
 

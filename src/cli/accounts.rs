@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{SessionCommand, UserCommand};
-use crate::auth::{rfc3339, AccountError, Auth};
+use crate::auth::{rfc3339, AccountError, Auth, Origin};
 use crate::config::{self, Config, ConfigSource};
 use crate::storage::{Storage, StorageError};
 use crate::telemetry::Metrics;
@@ -146,7 +146,8 @@ async fn session(
                 Some(text) => crate::admin::api::parse_ttl(&text)
                     .map_err(|problem| CommandError::Usage(format!("--ttl: {problem}")))?,
             };
-            let issued = auth.issue_for(&user, ttl).await?;
+            let origin = Origin::new(None, Some("portcullis session issue (command line)"));
+            let issued = auth.issue_for(&user, ttl, origin).await?;
             let out = serde_json::json!({
                 "id": &*issued.session.id,
                 "token": issued.token,

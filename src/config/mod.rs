@@ -5,6 +5,7 @@
 //! `PORTCULLIS_<SECTION>__<KEY>` environment variables. The active profile is
 //! `PORTCULLIS_PROFILE`, else `dev` on the embedded default and `prod` with a file.
 
+mod effective;
 mod model;
 mod rate_limits;
 mod raw;
@@ -19,9 +20,9 @@ use figment::Figment;
 use serde::de::DeserializeOwned;
 
 pub use model::{
-    AddressPrefixes, AdminConfig, AuthPolicy, Config, LogConfig, LogFormat, LogOutput, LoginConfig,
-    Route, SameSite, ServerConfig, SessionConfig, StorageConfig, TlsFiles, Upstream,
-    UpstreamConfig,
+    parse_level, AddressPrefixes, AdminConfig, AuthPolicy, Config, LogConfig, LogFormat, LogOutput,
+    LoginConfig, Route, RouteOrigin, SameSite, ServerConfig, SessionConfig, StorageConfig,
+    TlsFiles, Upstream, UpstreamConfig,
 };
 pub use rate_limits::{FailMode, KeyPart, RateLimitPolicy};
 pub use units::{parse_duration, ByteSize, HumanDuration, MAX_DURATION};
@@ -274,6 +275,36 @@ fn extract_sections(figment: &Figment, errors: &mut Vec<ConfigError>) -> RawSect
         login: section(figment, "login", errors),
         rate_limits,
         routes,
+    }
+}
+
+/// Validates a route made through the admin API against the running
+/// configuration (its policies, its default timeout and limits): the same
+/// checks and messages as a `[[routes]]` entry, with keys relative to the
+/// route (`upstream`, not `routes[0].upstream`). Every problem is returned.
+pub fn api_route(config: &Config, spec: serde_json::Value) -> Result<Route, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let value = match serde_json::from_value::<Value>(spec) {
+        Ok(value @ Value::Dict(..)) => value,
+        _ => {
+            return Err(vec![ConfigError::new(
+                "(top level)",
+                "a route must be a JSON object",
+            )])
+        }
+    };
+    let raw = deserialize_all::<RawRoute>(value, "", &mut errors);
+    let context = model::RouteContext::of(config);
+    let route = model::route_config(
+        &mut model::Errors::new(&mut errors),
+        "",
+        raw,
+        &context,
+        RouteOrigin::Api,
+    );
+    match route {
+        Some(route) if errors.is_empty() => Ok(route),
+        _ => Err(errors),
     }
 }
 

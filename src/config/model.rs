@@ -33,6 +33,8 @@ pub struct Config {
     pub login: LoginConfig,
     /// Every rate-limit policy, by name.
     pub rate_limits: Vec<Arc<RateLimitPolicy>>,
+    /// `server.rate_limit`: the policies of routes that name none.
+    pub default_rate_limits: Vec<Arc<RateLimitPolicy>>,
     pub routes: Vec<Route>,
 }
 
@@ -91,8 +93,23 @@ pub struct UpstreamConfig {
 #[derive(Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-    /// Bearer token for `/admin/api/*`; the API is disabled without one.
+    pub tls: Option<TlsFiles>,
+    /// Bearer token for automation on `/admin/api/*`; none by default.
     pub token: Option<String>,
+    /// Host names (lower case, without port) the console and API answer
+    /// to; any other `Host` is refused, so a DNS-rebinding page cannot
+    /// reach them.
+    pub hosts: Vec<String>,
+    /// The role that may do everything in the console and API.
+    pub role: String,
+    /// The role that may look at everything and change nothing.
+    pub viewer_role: String,
+    pub session_idle_timeout: Duration,
+    pub session_lifetime: Duration,
+    /// Memory for the most recent access-log records the console shows.
+    pub recent_log_bytes: usize,
+    /// Admin audit records kept; the oldest go first.
+    pub audit_records: usize,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -100,7 +117,15 @@ impl std::fmt::Debug for AdminConfig {
         // Never print the token.
         f.debug_struct("AdminConfig")
             .field("listen", &self.listen)
+            .field("tls", &self.tls)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("hosts", &self.hosts)
+            .field("role", &self.role)
+            .field("viewer_role", &self.viewer_role)
+            .field("session_idle_timeout", &self.session_idle_timeout)
+            .field("session_lifetime", &self.session_lifetime)
+            .field("recent_log_bytes", &self.recent_log_bytes)
+            .field("audit_records", &self.audit_records)
             .finish()
     }
 }
@@ -212,6 +237,8 @@ pub enum LogOutput {
 #[derive(Debug, Clone)]
 pub struct Route {
     pub id: String,
+    /// Where the route was defined.
+    pub origin: RouteOrigin,
     /// The path pattern as written, for logs and the admin API.
     pub path: String,
     pub pattern: PathPattern,
@@ -233,6 +260,24 @@ pub struct Route {
     pub rate_limits: Vec<Arc<RateLimitPolicy>>,
 }
 
+/// Where a route was defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteOrigin {
+    /// `[[routes]]` in the configuration file.
+    File,
+    /// Made through the admin API, stored in the database.
+    Api,
+}
+
+impl RouteOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteOrigin::File => "file",
+            RouteOrigin::Api => "api",
+        }
+    }
+}
+
 /// A route's authorization policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthPolicy {
@@ -245,6 +290,33 @@ pub enum AuthPolicy {
 }
 
 impl Route {
+    /// The route as the admin API shows it: what was configured, in the
+    /// keys of a `[[routes]]` entry, plus where it came from.
+    pub fn summary(&self) -> serde_json::Value {
+        let (auth, roles, permissions) = match &self.policy {
+            AuthPolicy::Public => ("public", &[][..], &[][..]),
+            AuthPolicy::Authenticated { roles, permissions } => {
+                ("authenticated", &roles[..], &permissions[..])
+            }
+        };
+        serde_json::json!({
+            "id": self.id,
+            "origin": self.origin.as_str(),
+            "path": self.path,
+            "methods": self.methods.as_ref().map(|m| m.iter().map(Method::as_str).collect::<Vec<_>>()),
+            "upstream": self.upstream.url,
+            "strip_prefix": self.strip_prefix,
+            "timeout": humantime::format_duration(self.timeout).to_string(),
+            "preserve_host": self.preserve_host,
+            "auth": auth,
+            "roles": roles,
+            "permissions": permissions,
+            "csrf": self.csrf,
+            "login_redirect": self.login_redirect,
+            "rate_limit": self.rate_limits.iter().map(|p| &*p.name).collect::<Vec<_>>(),
+        })
+    }
+
     /// Whether this route serves `method`.
     pub fn allows(&self, method: &Method) -> bool {
         self.methods.as_ref().is_none_or(|m| m.contains(method))
@@ -254,6 +326,7 @@ impl Route {
     pub fn for_tests(id: &str, path: &str, methods: Option<&[&str]>) -> Route {
         Route {
             id: id.to_owned(),
+            origin: RouteOrigin::File,
             path: path.to_owned(),
             pattern: PathPattern::parse(path).unwrap(),
             methods: methods.map(|m| m.iter().map(|m| m.parse().unwrap()).collect()),
@@ -309,7 +382,11 @@ impl Upstream {
 /// Collects validation errors under key paths.
 pub(super) struct Errors<'a>(&'a mut Vec<ConfigError>);
 
-impl Errors<'_> {
+impl<'a> Errors<'a> {
+    pub(super) fn new(errors: &'a mut Vec<ConfigError>) -> Errors<'a> {
+        Errors(errors)
+    }
+
     pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError::new(path, message));
     }
@@ -397,13 +474,12 @@ impl Config {
             &policies,
             &[],
         );
-        let routes = routes_config(
-            &mut e,
-            raw.routes,
-            server.request_timeout,
-            &policies,
-            &default_limits,
-        );
+        let context = RouteContext {
+            default_timeout: server.request_timeout,
+            policies,
+            default_limits,
+        };
+        let routes = routes_config(&mut e, raw.routes, &context);
         (errors.len() == before).then_some(Config {
             profile,
             server,
@@ -413,14 +489,43 @@ impl Config {
             log,
             session,
             login,
-            rate_limits: policies.usable.into_values().collect(),
+            rate_limits: context.policies.usable.into_values().collect(),
+            default_rate_limits: context.default_limits,
             routes,
         })
     }
 }
 
 fn admin_config(e: &mut Errors, raw: RawAdmin) -> AdminConfig {
-    let RawAdmin { listen, token } = raw;
+    let RawAdmin {
+        listen,
+        tls_cert,
+        tls_key,
+        token,
+        hosts,
+        role,
+        viewer_role,
+        session_idle_timeout,
+        session_lifetime,
+        recent_log_bytes,
+        audit_records,
+    } = raw;
+    let listen = listen
+        .and_then(|l| e.check("admin.listen", socket_addr(&l)))
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901)));
+    let hosts = match hosts {
+        None => default_admin_hosts(listen),
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| e.check(&format!("admin.hosts[{i}]"), admin_host(h)))
+            .collect(),
+    };
+    let role = role_name(e, "admin.role", role, "admin");
+    let viewer_role = role_name(e, "admin.viewer_role", viewer_role, "viewer");
+    if role == viewer_role {
+        e.push("admin.viewer_role", "must differ from admin.role");
+    }
     let token = match token {
         Some(t) if t.len() < 16 => {
             e.push(
@@ -431,11 +536,117 @@ fn admin_config(e: &mut Errors, raw: RawAdmin) -> AdminConfig {
         }
         other => other,
     };
+    let recent_log_bytes = recent_log_bytes.map_or(4 * 1024 * 1024, |s| s.0 as usize);
+    if recent_log_bytes < 64 * 1024 {
+        e.push("admin.recent_log_bytes", "must be at least 64KiB");
+    }
     AdminConfig {
-        listen: listen
-            .and_then(|l| e.check("admin.listen", socket_addr(&l)))
-            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901))),
+        listen,
+        tls: tls_files(e, "admin", tls_cert, tls_key),
         token,
+        hosts,
+        role,
+        viewer_role,
+        session_idle_timeout: positive(
+            e,
+            "admin.session_idle_timeout",
+            session_idle_timeout,
+            Duration::from_secs(30 * 60),
+        ),
+        session_lifetime: positive(
+            e,
+            "admin.session_lifetime",
+            session_lifetime,
+            Duration::from_secs(8 * 3600),
+        ),
+        recent_log_bytes,
+        audit_records: at_least_one(e, "admin.audit_records", audit_records, 10_000),
+    }
+}
+
+/// The names a listener on `listen` is reached by without configuration:
+/// the loopback names for a loopback address, else the address itself.
+fn default_admin_hosts(listen: SocketAddr) -> Vec<String> {
+    match listen.ip() {
+        ip if ip.is_loopback() || ip.is_unspecified() => ["localhost", "127.0.0.1", "[::1]"]
+            .map(String::from)
+            .to_vec(),
+        IpAddr::V6(v6) => vec![format!("[{v6}]")],
+        IpAddr::V4(v4) => vec![v4.to_string()],
+    }
+}
+
+/// A host name or IP literal as browsers send it in `Host` (IPv6 in brackets), lower case.
+fn admin_host(text: &str) -> Result<String, String> {
+    let host = text.trim().to_ascii_lowercase();
+    let host = match host.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("[{v6}]"),
+        Err(_) => host,
+    };
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && (host.starts_with('[')
+            && host[1..host.len() - 1]
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok()
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+    if valid {
+        Ok(host)
+    } else {
+        Err(format!(
+            "{text:?} is not a host name or IP address (without a port or scheme)"
+        ))
+    }
+}
+
+/// A role name: non-empty, printable, no ','.
+fn role_name(e: &mut Errors, path: &str, value: Option<String>, default: &str) -> String {
+    match value {
+        None => default.to_owned(),
+        Some(name)
+            if !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b',') =>
+        {
+            name
+        }
+        Some(name) => {
+            e.push(
+                path,
+                format!("{name:?} must be non-empty, printable and without ','"),
+            );
+            default.to_owned()
+        }
+    }
+}
+
+/// A certificate and key pair for `section`'s listener: both or neither.
+fn tls_files(
+    e: &mut Errors,
+    section: &str,
+    cert: Option<String>,
+    key: Option<String>,
+) -> Option<TlsFiles> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            e.push(
+                format!("{section}.tls_key"),
+                format!("must be set when {section}.tls_cert is set"),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            e.push(
+                format!("{section}.tls_cert"),
+                format!("must be set when {section}.tls_key is set"),
+            );
+            None
+        }
     }
 }
 
@@ -657,21 +868,7 @@ fn server_config(e: &mut Errors, raw: RawServer) -> ServerConfig {
     let listen = listen
         .and_then(|l| e.check("server.listen", socket_addr(&l)))
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let tls = match (tls_cert, tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles {
-            cert: cert.into(),
-            key: key.into(),
-        }),
-        (None, None) => None,
-        (Some(_), None) => {
-            e.push("server.tls_key", "must be set when server.tls_cert is set");
-            None
-        }
-        (None, Some(_)) => {
-            e.push("server.tls_cert", "must be set when server.tls_key is set");
-            None
-        }
-    };
+    let tls = tls_files(e, "server", tls_cert, tls_key);
     let trusted_proxies = trusted_proxies
         .unwrap_or_default()
         .iter()
@@ -844,20 +1041,9 @@ fn log_config(e: &mut Errors, raw: RawLog, profile: Profile) -> LogConfig {
         buffer,
         buffer_bytes,
     } = raw;
-    let level = match level.as_deref().unwrap_or("info") {
-        "error" => slog::Level::Error,
-        "warn" => slog::Level::Warning,
-        "info" => slog::Level::Info,
-        "debug" => slog::Level::Debug,
-        "trace" => slog::Level::Trace,
-        other => {
-            e.push(
-                "log.level",
-                format!("{other:?} is not one of error, warn, info, debug, trace"),
-            );
-            slog::Level::Info
-        }
-    };
+    let level = e
+        .check("log.level", parse_level(level.as_deref().unwrap_or("info")))
+        .unwrap_or(slog::Level::Info);
     let format = match format.as_deref() {
         Some("json") => LogFormat::Json,
         Some("pretty") => LogFormat::Pretty,
@@ -899,112 +1085,163 @@ fn log_config(e: &mut Errors, raw: RawLog, profile: Profile) -> LogConfig {
     }
 }
 
-fn routes_config(
-    e: &mut Errors,
-    raw: Vec<RawRoute>,
-    default_timeout: Duration,
-    policies: &rate_limits::Policies,
-    default_limits: &[Arc<RateLimitPolicy>],
-) -> Vec<Route> {
-    let mut routes = Vec::with_capacity(raw.len());
-    let mut seen_ids: Vec<String> = Vec::new();
+fn routes_config(e: &mut Errors, raw: Vec<RawRoute>, context: &RouteContext) -> Vec<Route> {
+    let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
+    // Every id seen, valid route or not: a duplicate is reported either way.
+    let mut seen = std::collections::HashSet::new();
     for (i, raw) in raw.into_iter().enumerate() {
-        let RawRoute {
-            id,
-            path,
-            methods,
-            upstream,
-            strip_prefix,
-            timeout,
-            preserve_host,
-            auth,
-            roles,
-            permissions,
-            csrf,
-            login_redirect,
-            rate_limit,
-        } = raw;
-        let key = |field: &str| format!("routes[{i}].{field}");
-        let policy = route_policy(e, &key, auth, roles, permissions);
-        let route_limits =
-            rate_limits::attach(e, &key("rate_limit"), rate_limit, policies, default_limits);
-        let id = match id {
-            None => {
-                e.push(key("id"), "is required");
-                None
+        let prefix = format!("routes[{i}].");
+        let duplicate = raw.id.as_ref().is_some_and(|id| !seen.insert(id.clone()));
+        if duplicate {
+            e.push(
+                format!("{prefix}id"),
+                format!(
+                    "{:?} is already used by another route",
+                    raw.id.as_deref().unwrap_or_default()
+                ),
+            );
+        }
+        if let Some(route) = route_config(e, &prefix, raw, context, RouteOrigin::File) {
+            if !duplicate {
+                routes.push(route);
             }
-            Some(id)
-                if id.is_empty()
-                    || !id
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
-            {
-                e.push(
-                    key("id"),
-                    format!(
-                        "{id:?} must be non-empty and use only letters, digits, '-', '_' and '.'"
-                    ),
-                );
-                None
-            }
-            Some(id) if seen_ids.contains(&id) => {
-                e.push(
-                    key("id"),
-                    format!("{id:?} is already used by another route"),
-                );
-                None
-            }
-            Some(id) => {
-                seen_ids.push(id.clone());
-                Some(id)
-            }
-        };
-        let pattern = match &path {
-            None => {
-                e.push(key("path"), "is required");
-                None
-            }
-            Some(p) => e.check(&key("path"), PathPattern::parse(p)),
-        };
-        let methods = methods.map(|list| {
-            if list.is_empty() {
-                e.push(
-                    key("methods"),
-                    "must list at least one method (leave it out to allow all)",
-                );
-            }
-            list.iter()
-                .enumerate()
-                .filter_map(|(j, m)| e.check(&format!("routes[{i}].methods[{j}]"), parse_method(m)))
-                .collect()
-        });
-        let upstream = match upstream {
-            None => {
-                e.push(key("upstream"), "is required");
-                None
-            }
-            Some(u) => e.check(&key("upstream"), Upstream::parse(&u)),
-        };
-        let timeout = positive(e, &key("timeout"), timeout, default_timeout);
-        if let (Some(id), Some(pattern), Some(upstream), Some(path)) = (id, pattern, upstream, path)
-        {
-            routes.push(Route {
-                id,
-                path,
-                pattern,
-                methods,
-                upstream,
-                strip_prefix: strip_prefix.unwrap_or(false),
-                timeout,
-                preserve_host: preserve_host.unwrap_or(false),
-                policy,
-                csrf: csrf.unwrap_or(true),
-                login_redirect: login_redirect.unwrap_or(false),
-                rate_limits: route_limits,
-            });
         }
     }
     routes
+}
+
+/// What validating a route needs from the rest of the configuration.
+pub(super) struct RouteContext {
+    pub default_timeout: Duration,
+    pub policies: rate_limits::Policies,
+    pub default_limits: Vec<Arc<RateLimitPolicy>>,
+}
+
+impl RouteContext {
+    /// The context of a loaded configuration, for routes added later.
+    pub(super) fn of(config: &Config) -> RouteContext {
+        RouteContext {
+            default_timeout: config.server.request_timeout,
+            policies: rate_limits::Policies::from_usable(&config.rate_limits),
+            default_limits: config.default_rate_limits.clone(),
+        }
+    }
+}
+
+/// Validates one route; every problem is recorded under `prefix` + its key.
+pub(super) fn route_config(
+    e: &mut Errors,
+    prefix: &str,
+    raw: RawRoute,
+    context: &RouteContext,
+    origin: RouteOrigin,
+) -> Option<Route> {
+    let RawRoute {
+        id,
+        path,
+        methods,
+        upstream,
+        strip_prefix,
+        timeout,
+        preserve_host,
+        auth,
+        roles,
+        permissions,
+        csrf,
+        login_redirect,
+        rate_limit,
+    } = raw;
+    let key = |field: &str| format!("{prefix}{field}");
+    let policy = route_policy(e, &key, auth, roles, permissions);
+    let route_limits = rate_limits::attach(
+        e,
+        &key("rate_limit"),
+        rate_limit,
+        &context.policies,
+        &context.default_limits,
+    );
+    let id = match id {
+        None => {
+            e.push(key("id"), "is required");
+            None
+        }
+        Some(id) if !valid_route_id(&id) => {
+            e.push(
+                key("id"),
+                format!("{id:?} must be 1-64 letters, digits, '-', '_' and '.'"),
+            );
+            None
+        }
+        Some(id) => Some(id),
+    };
+    let pattern = match &path {
+        None => {
+            e.push(key("path"), "is required");
+            None
+        }
+        Some(p) => e.check(&key("path"), PathPattern::parse(p)),
+    };
+    let methods = methods.map(|list| {
+        if list.is_empty() {
+            e.push(
+                key("methods"),
+                "must list at least one method (leave it out to allow all)",
+            );
+        }
+        list.iter()
+            .enumerate()
+            .filter_map(|(j, m)| e.check(&key(&format!("methods[{j}]")), parse_method(m)))
+            .collect()
+    });
+    let upstream = match upstream {
+        None => {
+            e.push(key("upstream"), "is required");
+            None
+        }
+        Some(u) => e.check(&key("upstream"), Upstream::parse(&u)),
+    };
+    let timeout = positive(e, &key("timeout"), timeout, context.default_timeout);
+    let (id, pattern, upstream, path) = (id?, pattern?, upstream?, path?);
+    Some(Route {
+        id,
+        origin,
+        path,
+        pattern,
+        methods,
+        upstream,
+        strip_prefix: strip_prefix.unwrap_or(false),
+        timeout,
+        preserve_host: preserve_host.unwrap_or(false),
+        policy,
+        csrf: csrf.unwrap_or(true),
+        login_redirect: login_redirect.unwrap_or(false),
+        rate_limits: route_limits,
+    })
+}
+
+/// A `log.level` name.
+pub fn parse_level(name: &str) -> Result<slog::Level, String> {
+    Ok(match name {
+        "error" => slog::Level::Error,
+        "warn" => slog::Level::Warning,
+        "info" => slog::Level::Info,
+        "debug" => slog::Level::Debug,
+        "trace" => slog::Level::Trace,
+        other => {
+            return Err(format!(
+                "{other:?} is not one of error, warn, info, debug, trace"
+            ))
+        }
+    })
+}
+
+/// Whether `id` may name a route: 1-64 letters, digits, '-', '_', '.'.
+pub fn valid_route_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 fn route_policy(

@@ -72,6 +72,19 @@ pub(super) struct Policies {
     declared: BTreeSet<String>,
 }
 
+impl Policies {
+    /// The policies of a loaded configuration, all usable.
+    pub(super) fn from_usable(list: &[Arc<RateLimitPolicy>]) -> Policies {
+        Policies {
+            usable: list
+                .iter()
+                .map(|p| (p.name.to_string(), p.clone()))
+                .collect(),
+            declared: list.iter().map(|p| p.name.to_string()).collect(),
+        }
+    }
+}
+
 /// Validates every policy (`None`: its section could not be read, which is
 /// already reported).
 pub(super) fn policies(e: &mut Errors, raw: BTreeMap<String, Option<RawRateLimit>>) -> Policies {

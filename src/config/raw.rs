@@ -64,7 +64,16 @@ pub struct RawUpstream {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
     pub token: Option<String>,
+    pub hosts: Option<Vec<String>>,
+    pub role: Option<String>,
+    pub viewer_role: Option<String>,
+    pub session_idle_timeout: Option<HumanDuration>,
+    pub session_lifetime: Option<HumanDuration>,
+    pub recent_log_bytes: Option<ByteSize>,
+    pub audit_records: Option<usize>,
 }
 
 /// `[session]`: the session cookies Portcullis issues.

@@ -19,6 +19,7 @@ mod ctx;
 mod request_id;
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use actix_web::body::MessageBody as _;
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -35,8 +36,10 @@ use crate::config::{AuthPolicy, Config, Route};
 use crate::error::GatewayError;
 use crate::proxy::{self, UpstreamClient};
 use crate::ratelimit;
+use crate::route_store::{self, ApiRoute};
 use crate::routing::{self, RouteMiss, RouteTable};
 use crate::state::AppState;
+use crate::storage::RouteRecord;
 
 /// `X-Request-Id`, sent upstream and back to the client.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(request_id::HEADER);
@@ -49,14 +52,29 @@ pub fn new_request_id() -> String {
 /// One configuration compiled for serving: swapped whole on reload, so a
 /// request sees either the old or the new configuration, never a mix.
 pub struct Runtime {
+    /// The configuration as loaded from the file (its `routes` are the
+    /// file's alone, kept to compose again after an API change).
     pub config: Config,
+    /// Every route served: the file's and the API's.
     pub routes: RouteTable,
+    /// The stored API routes and whether each is served.
+    pub api_routes: Vec<Arc<ApiRoute>>,
 }
 
 impl Runtime {
-    pub fn new(mut config: Config) -> Runtime {
-        let routes = RouteTable::new(std::mem::take(&mut config.routes));
-        Runtime { config, routes }
+    /// The file's routes alone.
+    pub fn new(config: Config) -> Runtime {
+        Runtime::compose(config, Vec::new())
+    }
+
+    /// The file's routes and the stored API routes (see [`route_store`](crate::route_store)).
+    pub fn compose(config: Config, api_routes: Vec<RouteRecord>) -> Runtime {
+        let (routes, api_routes) = route_store::compose(&config, api_routes);
+        Runtime {
+            config,
+            routes: RouteTable::new(routes),
+            api_routes,
+        }
     }
 }
 

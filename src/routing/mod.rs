@@ -90,6 +90,23 @@ impl PathPattern {
             .count()
     }
 
+    /// A path this pattern matches, for a test request: parameters become
+    /// `1`. `/users/{id}` → `/users/1`, `/static/*` → `/static/`.
+    pub fn example(&self) -> String {
+        let mut path: String = self
+            .segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => format!("/{l}"),
+                Segment::Param => "/1".to_owned(),
+            })
+            .collect();
+        if self.wildcard || path.is_empty() {
+            path.push('/');
+        }
+        path
+    }
+
     /// The leading literal part of the pattern (before any parameter or
     /// `*`), in lower case. `/api/v1/*` → `/api/v1`.
     fn literal_prefix(&self) -> String {

@@ -17,7 +17,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use records::{Records, SessionRecord, UserRecord, SCHEMA_VERSION};
+pub use records::{
+    Records, RouteRecord, SessionRecord, UserRecord, CONSOLE_SESSIONS_TREE, SCHEMA_VERSION,
+    SESSIONS_TREE,
+};
 
 use crate::config::StorageConfig;
 
@@ -121,9 +124,14 @@ impl Storage {
         Ok(Records::new(self.db.open_tree(records::USERS_TREE)?))
     }
 
-    /// Sessions, keyed by session id.
-    pub fn sessions(&self) -> sled::Result<Records<SessionRecord>> {
-        Ok(Records::new(self.db.open_tree(records::SESSIONS_TREE)?))
+    /// Sessions in `tree` (the gateway's or the console's), keyed by session id.
+    pub fn sessions(&self, tree: &str) -> sled::Result<Records<SessionRecord>> {
+        Ok(Records::new(self.db.open_tree(tree)?))
+    }
+
+    /// Routes made through the admin API, keyed by route id.
+    pub fn routes(&self) -> sled::Result<Records<RouteRecord>> {
+        Ok(Records::new(self.db.open_tree(records::ROUTES_TREE)?))
     }
 
     /// The underlying database, for the storage modules that own its trees.

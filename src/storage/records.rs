@@ -9,6 +9,23 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 pub const USERS_TREE: &str = "users";
 pub const SESSIONS_TREE: &str = "sessions";
+/// Sessions of the admin console, apart from the gateway's own.
+pub const CONSOLE_SESSIONS_TREE: &str = "console_sessions";
+/// Routes made through the admin API.
+pub const ROUTES_TREE: &str = "routes";
+
+/// A route made through the admin API: the spec as the admin sent it (it is
+/// validated again against every configuration it is served under).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RouteRecord {
+    pub v: u32,
+    pub id: String,
+    pub spec: serde_json::Value,
+    pub created_at: u64,
+    pub updated_at: u64,
+    /// Who made the last change.
+    pub updated_by: String,
+}
 
 /// A user account.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -25,6 +42,10 @@ pub struct UserRecord {
     /// Bumped by every change to the account; sessions issued before it end.
     #[serde(default)]
     pub generation: u64,
+    /// Set on the first admin created at first start, whose password was
+    /// written to a file: the console asks for a new one before anything else.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub must_change_password: bool,
 }
 
 /// A session. Only hashes of its tokens are stored, so a copy of the
@@ -53,6 +74,12 @@ pub struct SessionRecord {
     /// The absolute end of the session, whatever its activity.
     pub expires_at: u64,
     pub revoked_at: Option<u64>,
+    /// Where the session was issued from: the client address and user
+    /// agent of the login (or of the admin who issued it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
 
 /// A typed view of one sled tree holding JSON records keyed by name or id.

@@ -104,6 +104,11 @@ impl Logging {
         level.as_usize() <= self.level.load(Ordering::Relaxed)
     }
 
+    /// The level records are written at now.
+    pub fn level(&self) -> Level {
+        Level::from_usize(self.level.load(Ordering::Relaxed)).unwrap_or(Level::Info)
+    }
+
     /// Applies a reloaded configuration's level.
     pub fn set_level(&self, level: Level) {
         self.level.store(level.as_usize(), Ordering::Relaxed);
@@ -479,17 +484,17 @@ mod tests {
         let dropped = IntCounter::new("dropped", "test").unwrap();
         let logging = Logging::new(&config, dropped.clone()).unwrap();
         let big = "x".repeat(4096);
-        // Far faster than the writer's interval: the bytes bound must hold.
-        for _ in 0..100 {
+        // 20 MB offered far faster than a file takes it: the 64 KiB bound
+        // must drop most of it (however the writer thread is scheduled),
+        // and account for every line.
+        let offered = 5000;
+        for _ in 0..offered {
             slog::info!(logging.logger, "big"; "value" => &big);
         }
         logging.flush();
         let written = std::fs::read_to_string(&path).unwrap().lines().count() as u64;
         assert!(dropped.get() > 0, "nothing was dropped");
-        assert!(
-            written <= 64 * 1024 / 4096 * 2,
-            "{written} lines were queued"
-        );
-        assert_eq!(written + dropped.get(), 100);
+        assert!(written < offered / 2, "{written} lines were queued");
+        assert_eq!(written + dropped.get(), offered);
     }
 }

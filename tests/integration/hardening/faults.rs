@@ -271,8 +271,12 @@ async fn durations_that_overflow_clocks_are_refused() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["key"], "ttl", "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains("too long"),
+        body["errors"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("too long"),
         "{body}"
     );
     let (status, _) = admin(

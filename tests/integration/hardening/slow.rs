@@ -81,8 +81,9 @@ async fn bodies_the_gateway_reads_itself_are_bounded_in_size_and_time() {
     let mut conn = RawConn::connect(gateway.admin_addr()).unwrap();
     conn.send(
         format!(
-            "POST /admin/api/users HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
-             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"username\":"
+            "POST /admin/api/users HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"username\":",
+            gateway.admin_addr()
         )
         .as_bytes(),
     )
