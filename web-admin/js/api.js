@@ -138,6 +138,7 @@ export function describe(err) {
   switch (err.code) {
     case 'read_only': return 'Your role is read-only: you can look, not change.';
     case 'csrf_rejected': return 'The request was refused as a possible cross-site request. Reload the page and try again.';
+    case 'http_404': return 'This gateway does not offer that yet (404): it may be older than this console.';
     case 'rate_limit_exceeded':
       return err.retryAfter !== null ? `Too many attempts. Try again in ${err.retryAfter} s.` : 'Too many attempts. Try again later.';
     default: return err.message;

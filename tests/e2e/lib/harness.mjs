@@ -76,9 +76,9 @@ export function watch(page) {
   page.on('pageerror', (err) => problems.push(`uncaught exception: ${err.message}`));
   page.on('requestfailed', (req) => {
     const failure = req.failure()?.errorText || 'failed';
-    // Leaving the live log closes its event stream: the browser reports
-    // that as an aborted request.
-    if (failure === 'net::ERR_ABORTED' && /\/admin\/api\/logs\/stream/.test(req.url())) return;
+    // Leaving a page cancels its reads (and closes the live log's event
+    // stream): the browser reports those as aborted requests.
+    if (failure === 'net::ERR_ABORTED' && req.method() === 'GET' && /\/admin\/api\//.test(req.url())) return;
     problems.push(`request failed: ${req.method()} ${req.url()} ${failure}`);
   });
   page.on('response', (res) => {

@@ -169,6 +169,12 @@ export default {
       } catch (err) {
         if (err.name === 'AbortError') return;
         setStatus('error', 'bad', api.describe(err));
+        if (err.status === 404) {
+          // No log endpoint on this gateway: no stream either.
+          emptyRow.textContent = api.describe(err);
+          showEmpty();
+          return;
+        }
       }
       emptyRow.textContent = 'Waiting for requests… Records appear here as the proxy answers them.';
       showEmpty();

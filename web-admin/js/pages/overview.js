@@ -181,7 +181,8 @@ export default {
     };
 
     let failures = 0;
-    const stop = poll(async () => {
+    let stop = () => {};
+    stop = poll(async () => {
       try {
         const stats = await api.get(`stats${api.query({ seconds })}`);
         lastStats = stats;
@@ -193,6 +194,13 @@ export default {
       } catch (err) {
         failures += 1;
         replace(status, badge('not updating', 'bad'));
+        if (err.status === 404) {
+          // No stats endpoint on this gateway: asking again will not help.
+          stop();
+          replace(cards, errorState(err));
+          replace(routesSlot, h('p', { class: 'state state-empty' }, 'No traffic figures without the stats endpoint.'));
+          return;
+        }
         if (!lastStats) replace(cards, errorState(err));
         else if (failures === 1) replace(alertSlot, h('div', { class: 'banner banner-bad', role: 'alert' }, `The stats could not be refreshed: ${api.describe(err)}`));
       }

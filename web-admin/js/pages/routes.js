@@ -10,8 +10,8 @@ import {
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE'];
 const AUTH_OPTIONS = [
-  { value: 'authenticated', label: 'authenticated — a valid session is required' },
-  { value: 'public', label: 'public — anyone' },
+  { value: 'authenticated', label: 'authenticated' },
+  { value: 'public', label: 'public' },
 ];
 
 const list = (xs) => (Array.isArray(xs) ? xs : xs ? [xs] : []);
@@ -59,7 +59,7 @@ function routeFields(route, editing) {
     { name: 'path', label: 'Path', required: true, value: r.path, placeholder: '/api/*', hint: 'Exact (/health), with parameters (/users/{id}) or a prefix ending in /*.' },
     { name: 'upstream', label: 'Upstream', required: true, value: r.upstream, placeholder: 'http://127.0.0.1:9000', hint: 'http(s)://host[:port][/base]' },
     { name: 'methods', label: 'Methods (none ticked: every method)', type: 'checks', options: METHODS, value: r.methods || [] },
-    { name: 'auth', label: 'Who may use it', type: 'select', options: withCurrent(AUTH_OPTIONS, r.auth), value: r.auth || 'authenticated' },
+    { name: 'auth', label: 'Who may use it', type: 'select', options: withCurrent(AUTH_OPTIONS, r.auth), value: r.auth || 'authenticated', hint: 'authenticated: only with a valid session; public: anyone.' },
     { name: 'roles', label: 'Roles (any one of)', value: list(r.roles).join(', '), placeholder: 'admin, support', hint: 'Comma-separated; only with an authenticated route.' },
     { name: 'permissions', label: 'Permissions (every one of)', value: list(r.permissions).join(', '), placeholder: 'billing:read' },
     { name: 'rate_limit', label: 'Rate-limit policies', value: rateLimit.join(', '), placeholder: 'server default', hint: 'Comma-separated policy names; empty for the server default, “none” for no limit.' },
@@ -165,13 +165,18 @@ function testRoute(route) {
       const r = await api.post(`routes/${api.enc(route.id)}/test`, { method: method.value, path: path.value });
       const tone = r.status >= 500 ? 'bad' : r.status >= 400 ? 'warn' : 'ok';
       replace(result,
-        h('p', { class: 'test-summary' }, badge(`HTTP ${r.status}`, tone), ` in ${Number(r.latency_ms).toFixed(1)} ms`),
-        h('h3', {}, 'Headers the upstream received'),
-        r.upstream_request_headers ? headersTable(r.upstream_request_headers, 'Headers the upstream received') : h('p', { class: 'muted' }, 'The request did not reach the upstream.'),
+        h('p', { class: 'test-summary' }, badge(`HTTP ${r.status}`, tone), ` in ${Number(r.latency_ms).toFixed(1)} ms`,
+          r.method && r.path ? h('span', { class: 'muted' }, ` — ${r.method} ${r.path}`) : null),
+        // null: the request never reached the upstream; absent: the
+        // gateway does not report them (older versions).
+        r.upstream_request_headers !== undefined ? [
+          h('h3', {}, 'Headers the upstream received'),
+          r.upstream_request_headers ? headersTable(r.upstream_request_headers, 'Headers the upstream received') : h('p', { class: 'muted' }, 'The request did not reach the upstream.'),
+        ] : null,
         h('h3', {}, 'Response headers'),
         headersTable(r.response_headers, 'Response headers'),
         h('h3', {}, 'Response body (start)'),
-        r.body ? h('pre', { class: 'pre' }, r.body) : h('p', { class: 'muted' }, 'Empty.'));
+        r.body ? h('pre', { class: 'pre' }, r.body, r.body_truncated ? h('span', { class: 'muted' }, '\n… (cut)') : null) : h('p', { class: 'muted' }, 'Empty.'));
     } catch (err) {
       replace(result, h('p', { class: 'form-alert', role: 'alert' }, api.describe(err)));
     } finally {

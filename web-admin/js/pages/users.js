@@ -231,7 +231,8 @@ function renderList(container, ctx, signal) {
           { label: 'Roles', cell: (u) => tags(u.roles) },
           { label: 'Permissions', cell: (u) => tags(u.permissions) },
           { label: 'State', cell: userBadges },
-          { label: 'Sessions', class: 'num', cell: (u) => (u.sessions === undefined ? '—' : fmtNumber(u.sessions)) },
+          // Only when the gateway counts them in the listing.
+          ...(users.some((u) => u.sessions !== undefined) ? [{ label: 'Sessions', class: 'num', cell: (u) => fmtNumber(u.sessions ?? 0) }] : []),
           { label: 'Created', cell: (u) => timeEl(u.created_at) },
         ],
       }));
