@@ -120,7 +120,7 @@ async function proxyUrl() {
     const server = config?.server || {};
     let listen = String(server.listen || '127.0.0.1:8080');
     listen = listen.replace(/^0\.0\.0\.0(?=:)/, location.hostname).replace(/^\[::\](?=:)/, location.hostname);
-    const tls = server.tls_cert && server.tls_cert !== '';
+    const tls = Boolean(server.tls || server.tls_cert);
     proxyBase = `${tls ? 'https' : 'http'}://${listen}`;
   } catch {
     proxyBase = 'http://GATEWAY:PORT';
