@@ -103,6 +103,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
         counters,
         routes,
         audit,
+        probes: Default::default(),
         proxy_address: std::sync::OnceLock::new(),
         admin_address: std::sync::OnceLock::new(),
         draining: AtomicBool::new(false),

@@ -32,6 +32,8 @@ pub struct AppState {
     pub routes: RouteStore,
     /// The admin audit trail.
     pub audit: AuditLog,
+    /// The admin console's test requests through the proxy.
+    pub probes: crate::proxy::probe::Probes,
     /// Where the proxy listener is bound, once it is (for test requests).
     pub proxy_address: OnceLock<SocketAddr>,
     /// Where the admin listener is bound, once it is (for the `Host` check).

@@ -52,6 +52,10 @@ pub struct RequestCtx {
     pub no_store: bool,
     /// The rate-limit decisions made for this request.
     pub rate_limit: crate::ratelimit::Outcome,
+    /// A test request of the admin console (see `proxy::probe`).
+    pub probe: bool,
+    /// For a test request: the headers sent upstream.
+    pub sent_headers: Option<actix_web::http::header::HeaderMap>,
 }
 
 impl RequestCtx {
@@ -83,6 +87,8 @@ impl RequestCtx {
             set_cookie: None,
             no_store: false,
             rate_limit: Default::default(),
+            probe: false,
+            sent_headers: None,
         }
     }
 

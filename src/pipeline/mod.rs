@@ -151,7 +151,12 @@ async fn run_phases(
     let route = route(&runtime, req, &key, ctx)?;
     authenticate(req, route, config, state, ctx).await?;
     rate_limit(req, route, state, ctx)?;
-    proxy::forward(client, req, payload, route, &path, config, ctx).await
+    ctx.probe = state.probes.is_probe(req);
+    let answer = proxy::forward(client, req, payload, route, &path, config, ctx).await;
+    if let Some(sent) = ctx.sent_headers.take() {
+        state.probes.record(&ctx.request_id, &sent);
+    }
+    answer
 }
 
 /// Validates the session cookie and applies the route's policy. Public

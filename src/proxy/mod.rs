@@ -2,6 +2,7 @@
 
 mod body;
 pub mod headers;
+pub mod probe;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -109,6 +110,7 @@ pub async fn forward(
             *name == header::HOST
                 || *name == header::COOKIE
                 || *name == crate::pipeline::REQUEST_ID_HEADER
+                || *name == probe::PROBE_HEADER
                 || forwarding.withholds(name)
                 || identity.iter().any(|id| headers::same_header(name, id))
         });
@@ -136,6 +138,9 @@ pub async fn forward(
             }
         } else if let Ok(host) = HeaderValue::from_str(route.upstream.authority.as_str()) {
             outbound.insert(header::HOST, host);
+        }
+        if ctx.probe {
+            ctx.sent_headers = Some(outbound.clone());
         }
     }
 

@@ -15,6 +15,7 @@ use crate::admin::guard::Caller;
 use crate::config::{self, ConfigError, RouteOrigin};
 use crate::error::{FieldError, GatewayError};
 use crate::pipeline::Runtime;
+use crate::proxy::probe::PROBE_HEADER;
 use crate::state::AppState;
 
 /// Every route: the file's in file order, then the API's, oldest first.
@@ -247,10 +248,12 @@ pub async fn test(
     let client = awc::Client::builder()
         .timeout(route.timeout + std::time::Duration::from_secs(1))
         .finish();
+    let request_id = crate::pipeline::new_request_id();
     let started = Instant::now();
     let mut response = client
         .request(method, format!("{scheme}://{address}{path}"))
-        .insert_header(("x-request-id", crate::pipeline::new_request_id()))
+        .insert_header((crate::pipeline::REQUEST_ID_HEADER, request_id.as_str()))
+        .insert_header((PROBE_HEADER, state.probes.secret()))
         .send()
         .await
         .map_err(|err| {
@@ -279,6 +282,13 @@ pub async fn test(
         "status": response.status().as_u16(),
         "latency_ms": latency.as_secs_f64() * 1000.0,
         "response_headers": headers,
+        "request_id": request_id,
+        // Absent when the gateway answered itself (no route, 401, 429, ...).
+        "upstream_request_headers": state.probes.take(&request_id).map(|sent| {
+            sent.into_iter()
+                .map(|(name, value)| json!({"name": name, "value": value}))
+                .collect::<Vec<_>>()
+        }),
         "body": String::from_utf8_lossy(shown),
         "body_truncated": body.len() > TEST_BODY_SHOWN,
     })))
