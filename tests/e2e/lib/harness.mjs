@@ -66,28 +66,27 @@ export async function launchBrowser() {
 export function watch(page) {
   const problems = [];
   const expected = [];
-  const isExpected = (status, url, method) => expected.some((e) => e.status === status
-    && e.path.test(new URL(url).pathname) && (!e.method || e.method === method));
+  const isExpected = (p) => p.status !== undefined && expected.some((e) => e.status === p.status
+    && e.path.test(new URL(p.url).pathname) && (!e.method || e.method === p.method));
   page.on('console', (msg) => {
     if (msg.type() !== 'error') return;
     if (/^Failed to load resource: the server responded with a status of \d+/.test(msg.text())) return;
-    problems.push(`console error: ${msg.text()} (${msg.location().url || 'no url'})`);
+    problems.push({ text: `console error: ${msg.text()} (${msg.location().url || 'no url'})` });
   });
-  page.on('pageerror', (err) => problems.push(`uncaught exception: ${err.message}`));
+  page.on('pageerror', (err) => problems.push({ text: `uncaught exception: ${err.message}` }));
   page.on('requestfailed', (req) => {
     const failure = req.failure()?.errorText || 'failed';
     // Leaving a page cancels its reads (and closes the live log's event
     // stream): the browser reports those as aborted requests.
     if (failure === 'net::ERR_ABORTED' && req.method() === 'GET' && /\/admin\/api\//.test(req.url())) return;
-    problems.push(`request failed: ${req.method()} ${req.url()} ${failure}`);
+    problems.push({ text: `request failed: ${req.method()} ${req.url()} ${failure}` });
   });
   page.on('response', (res) => {
     if (res.status() < 400) return;
-    if (isExpected(res.status(), res.url(), res.request().method())) return;
-    problems.push(`HTTP ${res.status()}: ${res.request().method()} ${res.url()}`);
+    const method = res.request().method();
+    problems.push({ status: res.status(), url: res.url(), method, text: `HTTP ${res.status()}: ${method} ${res.url()}` });
   });
   return {
-    problems,
     /** Allow an HTTP error answer: expect(401, /\/api\/auth\/me$/, 'GET'). */
     expect(status, pathRe, method) {
       expected.push({ status, path: pathRe, method });
@@ -96,9 +95,12 @@ export function watch(page) {
     reset() {
       expected.length = 0;
     },
-    /** Throws listing every problem seen since the last call. */
+    /**
+     * Throws listing every problem seen since the last call; HTTP error
+     * answers are judged against the allowances in force now.
+     */
     assertClean(where) {
-      const seen = problems.splice(0);
+      const seen = problems.splice(0).filter((p) => !isExpected(p)).map((p) => p.text);
       if (seen.length) throw new Error(`${where}: ${seen.length} problem(s) in the browser:\n  ${seen.join('\n  ')}`);
     },
   };

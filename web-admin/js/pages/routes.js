@@ -133,8 +133,10 @@ async function deleteRoute(route, after) {
   }
 }
 
+/** Headers as {name: value} or as [{name, value}] (which keeps repeated names). */
 function headersTable(headers, label) {
-  const rows = Object.entries(headers || {}).sort(([a], [b]) => a.localeCompare(b));
+  const pairs = Array.isArray(headers) ? headers.map((x) => [x.name, x.value]) : Object.entries(headers || {});
+  const rows = pairs.sort(([a], [b]) => a.localeCompare(b));
   if (!rows.length) return h('p', { class: 'muted' }, 'None.');
   return table({
     label,
