@@ -213,13 +213,14 @@ fn raw_header_value() -> impl Strategy<Value = Vec<u8>> {
 /// The pairs of `Cookie` headers as the gateway splits them: every
 /// non-empty `;`-separated piece of every readable value, trimmed.
 fn cookie_pairs(headers: &HeaderMap) -> Vec<String> {
+    // Bytes, as the gateway reads them: a header with one non-UTF-8 byte
+    // still carries its other pairs.
     headers
         .get_all("cookie")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .map(<[u8]>::trim_ascii)
         .filter(|p| !p.is_empty())
-        .map(str::to_owned)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
         .collect()
 }
 
