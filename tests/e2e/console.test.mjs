@@ -402,7 +402,7 @@ test('too many failed logins: the form says when to try again', async () => {
     s.expect(401, API('auth/login'), 'POST');
     s.expect(429, API('auth/login'), 'POST');
     await openConsole(p);
-    const alert = p.getByRole('alert').filter({ hasText: /Try again in \d+ s/ });
+    const alert = p.getByRole('alert').filter({ hasText: /Try again in \d+ (s|min|h)/ });
     await eventually(async () => {
       await p.getByLabel('Username').fill('e2e-nobody');
       await p.getByLabel('Password', { exact: true }).fill('wrong-password-123');

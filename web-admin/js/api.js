@@ -6,6 +6,8 @@
 // call that can change something. The API also checks the Origin header,
 // which a same-origin fetch sends by itself.
 
+import { fmtWait } from './dom.js';
+
 const JSON_TYPE = 'application/json';
 
 let csrfToken = null;
@@ -140,7 +142,7 @@ export function describe(err) {
     case 'csrf_rejected': return 'The request was refused as a possible cross-site request. Reload the page and try again.';
     case 'http_404': return 'This gateway does not offer that yet (404): it may be older than this console.';
     case 'rate_limit_exceeded':
-      return err.retryAfter !== null ? `Too many attempts. Try again in ${err.retryAfter} s.` : 'Too many attempts. Try again later.';
+      return err.retryAfter !== null ? `Too many attempts. Try again in ${fmtWait(err.retryAfter)}.` : 'Too many attempts. Try again later.';
     default: return err.message;
   }
 }

@@ -74,6 +74,7 @@ export function fmtRelative(value, now = Date.now()) {
   if (!d) return '—';
   const diff = Math.round((d.getTime() - now) / 1000);
   const abs = Math.abs(diff);
+  if (abs < 5) return 'just now';
   let text;
   if (abs < 45) text = `${abs} s`;
   else if (abs < 2700) text = `${Math.round(abs / 60)} min`;
@@ -99,6 +100,15 @@ export function fmtMs(ms) {
   if (ms < 10) return `${ms.toFixed(2)} ms`;
   if (ms < 1000) return `${ms.toFixed(0)} ms`;
   return `${(ms / 1000).toFixed(2)} s`;
+}
+
+/** A wait in words: 42 s, 11 min 18 s, 2 h 5 min. */
+export function fmtWait(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min${s % 60 ? ` ${s % 60} s` : ''}`;
+  const m = Math.round((s % 3600) / 60);
+  return `${Math.floor(s / 3600)} h${m ? ` ${m} min` : ''}`;
 }
 
 export function fmtSeconds(s) {

@@ -2,7 +2,7 @@
 // password, or a password an admin reset).
 
 import * as api from '../api.js';
-import { h, replace } from '../dom.js';
+import { fmtWait, h, replace } from '../dom.js';
 import { button, clearErrors, field, formAlert, readForm, showErrors } from '../ui.js';
 
 function authFrame(title, intro, form, footer) {
@@ -36,7 +36,7 @@ export function renderLogin(root, { notice, onLoggedIn }) {
     let left = seconds;
     const show = () => {
       alert.hidden = false;
-      alert.textContent = `Too many failed logins from here or for this user. Try again in ${left} s.`;
+      alert.textContent = `Too many failed logins from here or for this user. Try again in ${fmtWait(left)}.`;
       submit.disabled = left > 0;
     };
     show();

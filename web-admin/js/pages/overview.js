@@ -106,11 +106,12 @@ export default {
       return h('figure', { class: 'panel chart-panel' }, h('figcaption', {}, spec.title), chartHosts[spec.id]);
     });
     const routesSlot = h('div', {}, loading());
+    const chartsBox = h('div', { class: 'charts' }, figures);
     replace(container,
       pageHeader('Overview', status, range),
       alertSlot,
       cards,
-      h('div', { class: 'charts' }, figures),
+      chartsBox,
       h('section', { class: 'panel', 'aria-labelledby': 'ov-routes' }, h('h2', { id: 'ov-routes' }, 'Routes'), routesSlot));
 
     const plots = {};
@@ -197,6 +198,7 @@ export default {
         if (err.status === 404) {
           // No stats endpoint on this gateway: asking again will not help.
           stop();
+          chartsBox.hidden = true;
           replace(cards, errorState(err));
           replace(routesSlot, h('p', { class: 'state state-empty' }, 'No traffic figures without the stats endpoint.'));
           return;

@@ -197,8 +197,10 @@ function sessionsTable(sessions, ctx, reload) {
       { label: 'Session', cell: (s) => h('code', { title: s.id }, `${s.id.slice(0, 12)}…`) },
       { label: 'Created', cell: (s) => timeEl(s.created_at) },
       { label: 'Last seen', cell: (s) => timeEl(s.last_seen_at ?? s.last_seen, { relative: true }) },
-      { label: 'Idle expiry', cell: (s) => timeEl(s.idle_expires_at, { relative: true }) },
-      { label: 'Expires', cell: (s) => timeEl(s.expires_at) },
+      {
+        label: 'Expires',
+        cell: (s) => [timeEl(s.expires_at), h('div', { class: 'small muted' }, 'idle: ', timeEl(s.idle_expires_at, { relative: true }))],
+      },
       { label: 'Client', cell: (s) => (s.client_ip ? code(s.client_ip) : h('span', { class: 'muted' }, 'issued by an admin')) },
       { label: 'User agent', class: 'wrap ua', cell: (s) => s.user_agent || h('span', { class: 'muted' }, '—') },
       { label: 'State', cell: (s) => (isRevoked(s) ? badge('revoked', 'muted') : badge('live', 'ok')) },
