@@ -23,10 +23,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 as_root systemctl stop nginx >/dev/null 2>&1 || true
 
+# A CARGO_TARGET_DIR set by the caller holds both builds.
+target="${CARGO_TARGET_DIR:-$PWD/target}"
 base_dir="$(mktemp -d)"
 trap 'git worktree remove --force "$base_dir" >/dev/null 2>&1 || true' EXIT
 git worktree add --detach "$base_dir" "$base_rev" >/dev/null
 echo "building base $(git rev-parse --short "$base_rev") and the working tree"
-CARGO_TARGET_DIR="$PWD/target/ab-base" cargo build --release --quiet --manifest-path "$base_dir/Cargo.toml" --bin portcullis
-cargo build --release --quiet --bin portcullis
-python3 bench/ab.py target/ab-base/release/portcullis target/release/portcullis
+CARGO_TARGET_DIR="$target/ab-base" cargo build --release --quiet --manifest-path "$base_dir/Cargo.toml" --bin portcullis
+CARGO_TARGET_DIR="$target" cargo build --release --quiet --bin portcullis
+python3 bench/ab.py "$target/ab-base/release/portcullis" "$target/release/portcullis"

@@ -15,7 +15,7 @@ use portcullis::pipeline::{write_access_line, RequestCtx, Runtime};
 use portcullis::ratelimit::{CounterStore, COUNTER_TREE};
 use portcullis::routing::RouteTable;
 use portcullis::storage::Storage;
-use portcullis::telemetry::{Logging, Metrics};
+use portcullis::telemetry::{Logging, Metrics, RecentLog};
 
 /// A configuration with `routes` prefix, parameter and exact routes, its
 /// storage and log under `dir`.
@@ -116,6 +116,7 @@ fn access_log_line(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), 1);
     let logging = Logging::new(&config.log, Metrics::new().log_dropped).unwrap();
+    let recent = RecentLog::default();
     let runtime = Arc::new(Runtime::new(config));
     let req = actix_web::test::TestRequest::get()
         .uri("/svc0/users/42?page=2&token=secret")
@@ -130,6 +131,7 @@ fn access_log_line(c: &mut Criterion) {
         b.iter(|| {
             write_access_line(
                 &logging,
+                &recent,
                 &ctx,
                 StatusCode::OK,
                 Duration::from_micros(512),

@@ -20,7 +20,7 @@ use crate::ratelimit::{CounterStore, COUNTER_TREE};
 use crate::route_store::{ApiRouteStatus, RouteStore};
 use crate::state::AppState;
 use crate::storage::Storage;
-use crate::telemetry::{LogBridge, Logging, Metrics};
+use crate::telemetry::{LogBridge, Logging, Metrics, RecentLog, Stats};
 
 mod bootstrap;
 
@@ -93,11 +93,14 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     let server = config.server.clone();
     let upstream = config.upstream.clone();
     let admin_listen = config.admin.listen;
+    let recent_log_bytes = config.admin.recent_log_bytes;
     let listen = server.listen;
     let state = web::Data::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime::compose(config, api_routes)),
         metrics,
         logging,
+        stats: Stats::new(),
+        recent: RecentLog::new(recent_log_bytes),
         storage,
         auth,
         counters,
@@ -190,6 +193,8 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     }
 
     let maintenance = tokio::spawn(maintain(state.clone()));
+    let stats_state = state.clone();
+    let stats_ticker = tokio::spawn(async move { stats_state.stats.run_ticker().await });
     let signals_state = state.clone();
     let signals = tokio::spawn(async move {
         let reason = loop {
@@ -210,6 +215,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     let (proxy_result, admin_result) = futures_util::future::join(proxy_server, admin_server).await;
     signals.abort();
     maintenance.abort();
+    stats_ticker.abort();
     upkeep(
         &state,
         Upkeep {

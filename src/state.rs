@@ -15,7 +15,7 @@ use crate::pipeline::Runtime;
 use crate::ratelimit::CounterStore;
 use crate::route_store::RouteStore;
 use crate::storage::Storage;
-use crate::telemetry::{Logging, Metrics};
+use crate::telemetry::{Logging, Metrics, RecentLog, Stats};
 
 /// State shared by every worker of both listeners.
 pub struct AppState {
@@ -23,6 +23,10 @@ pub struct AppState {
     pub runtime: ArcSwap<Runtime>,
     pub metrics: Metrics,
     pub logging: Logging,
+    /// Requests per second, overall and per route, for the admin console.
+    pub stats: Stats,
+    /// The latest access-log records, for the admin console.
+    pub recent: RecentLog,
     pub storage: Storage,
     /// Users, sessions and login throttling.
     pub auth: Auth,

@@ -3,6 +3,10 @@
 //! same moment. A request is [`Unlogged`] from the moment it is read; if
 //! the client goes away before an answer is made, it is still logged, as
 //! `499 client_closed`, so every request read is accounted for.
+//!
+//! The same moment feeds the admin console: the request is counted in the
+//! per-second [`Stats`], and its access line, formatted once for the log,
+//! is kept in the [`RecentLog`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,7 +21,9 @@ use slog::{Level, Record, Serializer, KV};
 use crate::listener::Answering;
 use crate::pipeline::RequestCtx;
 use crate::state::AppState;
-use crate::telemetry::{method_label, status_class, InFlight, Logging};
+use crate::telemetry::recent::Entry;
+use crate::telemetry::stats::Flags;
+use crate::telemetry::{method_label, status_class, InFlight, Logging, RecentLog, Stats};
 
 /// A response body that writes the access log line when it is dropped.
 pub struct LoggedBody {
@@ -179,8 +185,10 @@ impl Completion {
                 "error" => ctx.upstream_error.as_deref().unwrap_or("timed out"),
                 "request_id" => &ctx.request_id);
         }
+        record_stats(&self.state.stats, ctx, self.status, elapsed);
         write_access_line(
             &self.state.logging,
+            &self.state.recent,
             ctx,
             self.status,
             elapsed,
@@ -189,10 +197,40 @@ impl Completion {
     }
 }
 
+/// Counts a finished request in the console's per-second statistics.
+fn record_stats(stats: &Stats, ctx: &RequestCtx, status: StatusCode, elapsed: Duration) {
+    let status = status.as_u16();
+    let flags = Flags {
+        rate_limited: status == 429,
+        auth_failure: ctx.error.is_some_and(is_auth_failure),
+        upstream_error: ctx.upstream_failure.is_some(),
+    };
+    stats.record(ctx.route().map(|r| r.id.as_str()), status, elapsed, flags);
+}
+
+/// Whether the gateway's error code says it refused the request's
+/// credentials or its rights (as opposed to a malformed or limited request).
+fn is_auth_failure(code: &str) -> bool {
+    matches!(
+        code,
+        "missing_token"
+            | "invalid_token"
+            | "token_expired"
+            | "token_revoked"
+            | "invalid_credentials"
+            | "unauthorized"
+            | "forbidden"
+            | "csrf_rejected"
+            | "login_required"
+    )
+}
+
 /// Writes the access-log line of a finished request: `error` for 5xx,
 /// `warn` for 4xx, `info` otherwise, and nothing below the configured level.
+/// The same line, whatever the level, goes to `recent`.
 pub fn write_access_line(
     logging: &Logging,
+    recent: &RecentLog,
     ctx: &RequestCtx,
     status: StatusCode,
     elapsed: Duration,
@@ -203,21 +241,30 @@ pub fn write_access_line(
         400..=499 => Level::Warning,
         _ => Level::Info,
     };
-    if !logging.enabled(level) {
-        return;
-    }
+    let route = ctx.route().map(|r| r.id.as_str());
     let line = AccessLine {
         ctx,
         status: status.as_u16(),
-        route_id: ctx.route().map_or("none", |r| r.id.as_str()),
+        route_id: route.unwrap_or("none"),
         duration_ms: elapsed.as_secs_f64() * 1000.0,
         bytes_out,
     };
-    match level {
-        Level::Error => slog::error!(logging.logger, "access"; line),
-        Level::Warning => slog::warn!(logging.logger, "access"; line),
-        _ => slog::info!(logging.logger, "access"; line),
-    }
+    let mut keep = |json: &str| {
+        recent.push(Entry::new(
+            json,
+            status.as_u16(),
+            &ctx.request_id,
+            route,
+            ctx.principal.as_ref().map(|(user, _)| &*user.name),
+            ctx.client_ip,
+        ))
+    };
+    let tap: Option<&mut dyn FnMut(&str)> = if recent.wanted() {
+        Some(&mut keep)
+    } else {
+        None
+    };
+    logging.log_and_tap(level, "access", &line, tap);
 }
 
 /// The fields of one access-log line.

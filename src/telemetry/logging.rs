@@ -17,6 +17,10 @@
 //! queue is full (`log.buffer` lines or `log.buffer_bytes` bytes) are
 //! dropped and counted in `portcullis_log_dropped_total` rather than
 //! blocking the request path.
+//!
+//! [`Logging::log_and_tap`] writes a record the same way and also hands its
+//! compact line to a caller (the access log feeds the admin console's ring
+//! from it), so the line is formatted once for both.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -41,6 +45,10 @@ pub struct Logging {
     pub logger: Logger,
     level: Arc<AtomicUsize>,
     control: Sender<Control>,
+    /// The logger's drain, for [`Logging::log_and_tap`].
+    drain: Arc<FormatAndQueue>,
+    /// The root logger's (empty) values, which every record carries.
+    values: OwnedKVList,
 }
 
 /// Formatted lines waiting for the writer thread.
@@ -82,19 +90,22 @@ impl Logging {
             .spawn(move || write_lines(&pending, &requests, writer, &target))?;
         let level = Arc::new(AtomicUsize::new(config.level.as_usize()));
         static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+        let format = Arc::new(FormatAndQueue {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            pretty: config.format == LogFormat::Pretty,
+            queue,
+            dropped,
+        });
         let drain = RuntimeLevel {
             level: level.clone(),
-            drain: FormatAndQueue {
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                pretty: config.format == LogFormat::Pretty,
-                queue,
-                dropped,
-            },
+            drain: format.clone(),
         };
         Ok(Logging {
             logger: Logger::root(drain.fuse(), o!()),
             level,
             control,
+            drain: format,
+            values: o!().into(),
         })
     }
 
@@ -107,6 +118,31 @@ impl Logging {
     /// The level records are written at now.
     pub fn level(&self) -> Level {
         Level::from_usize(self.level.load(Ordering::Relaxed)).unwrap_or(Level::Info)
+    }
+
+    /// Writes a record of `fields` with message `msg`, as `slog::log!` would,
+    /// and hands the same record to `tap`, when given, as one compact JSON
+    /// line (no newline) — whatever the level, so a reader of recent
+    /// traffic sees requests the log file leaves out. In the compact format
+    /// the line is formatted once for both.
+    pub fn log_and_tap<F: KV>(
+        &self,
+        level: Level,
+        msg: &'static str,
+        fields: &F,
+        tap: Option<&mut dyn FnMut(&str)>,
+    ) {
+        let logged = self.enabled(level);
+        if !logged && tap.is_none() {
+            return;
+        }
+        let location = slog::record_static!(level, "");
+        self.drain.write(
+            &Record::new(&location, &format_args!("{msg}"), slog::b!(fields)),
+            &self.values,
+            logged,
+            tap,
+        );
     }
 
     /// Applies a reloaded configuration's level.
@@ -229,11 +265,18 @@ impl FormatAndQueue {
 impl Formatter {
     /// Formats one record into the buffer, replacing what was there.
     fn format(&self, record: &Record, values: &OwnedKVList) -> bool {
-        self.buffer.borrow_mut().clear();
         if let Some(pretty) = &self.pretty {
+            self.buffer.borrow_mut().clear();
             return pretty.log(record, values).is_ok();
         }
+        self.format_compact(record, values)
+    }
+
+    /// Formats one record into the buffer as a compact line, whatever the
+    /// configured format.
+    fn format_compact(&self, record: &Record, values: &OwnedKVList) -> bool {
         let mut line = self.buffer.borrow_mut();
+        line.clear();
         let mut json = CompactJson::new(&mut line);
         json.field("msg", record.msg());
         json.field("level", level_name(record.level()));
@@ -350,11 +393,16 @@ impl slog::Serializer for CompactJson<'_> {
     }
 }
 
-impl Drain for FormatAndQueue {
-    type Ok = ();
-    type Err = slog::Never;
-
-    fn log(&self, record: &Record, values: &OwnedKVList) -> Result<(), slog::Never> {
+impl FormatAndQueue {
+    /// Formats `record` on this thread: queued for the writer when `queue`,
+    /// and given to `tap` as a compact line.
+    fn write(
+        &self,
+        record: &Record,
+        values: &OwnedKVList,
+        queue: bool,
+        tap: Option<&mut dyn FnMut(&str)>,
+    ) {
         FORMATTER.with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.as_ref().is_none_or(|f| f.id != self.id) {
@@ -363,22 +411,45 @@ impl Drain for FormatAndQueue {
             let Some(formatter) = slot.as_mut() else {
                 return;
             };
-            if !formatter.format(record, values) {
+            let mut compact = false;
+            if queue && formatter.format(record, values) {
+                self.enqueue(&formatter.buffer.borrow());
+                compact = formatter.pretty.is_none();
+            }
+            let Some(tap) = tap else { return };
+            if !compact && !formatter.format_compact(record, values) {
                 return;
             }
             let line = formatter.buffer.borrow();
-            let Ok(mut pending) = self.queue.lines.lock() else {
-                return;
-            };
-            if pending.lines >= self.queue.capacity
-                || pending.bytes.len() + line.len() > self.queue.capacity_bytes
-            {
-                self.dropped.inc();
-                return;
+            // Always UTF-8: serde_json wrote it from `&str`s.
+            if let Ok(text) = std::str::from_utf8(&line) {
+                tap(text.trim_end_matches('\n'));
             }
-            pending.bytes.extend_from_slice(&line);
-            pending.lines += 1;
         });
+    }
+
+    /// Appends a finished line to the queue, or counts it as dropped.
+    fn enqueue(&self, line: &[u8]) {
+        let Ok(mut pending) = self.queue.lines.lock() else {
+            return;
+        };
+        if pending.lines >= self.queue.capacity
+            || pending.bytes.len() + line.len() > self.queue.capacity_bytes
+        {
+            self.dropped.inc();
+            return;
+        }
+        pending.bytes.extend_from_slice(line);
+        pending.lines += 1;
+    }
+}
+
+impl Drain for FormatAndQueue {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &Record, values: &OwnedKVList) -> Result<(), slog::Never> {
+        self.write(record, values, true, None);
         Ok(())
     }
 }
@@ -496,5 +567,76 @@ mod tests {
         assert!(dropped.get() > 0, "nothing was dropped");
         assert!(written < offered / 2, "{written} lines were queued");
         assert_eq!(written + dropped.get(), offered);
+    }
+
+    fn config(path: &std::path::Path, level: Level, format: LogFormat) -> LogConfig {
+        LogConfig {
+            level,
+            format,
+            output: LogOutput::File(path.to_owned()),
+            redact_query: Vec::new(),
+            buffer: 1000,
+            buffer_bytes: 1 << 20,
+        }
+    }
+
+    /// Record fields as the access log gives them: a `KV`.
+    struct Fields;
+
+    impl KV for Fields {
+        fn serialize(&self, _: &Record, s: &mut dyn slog::Serializer) -> slog::Result {
+            s.emit_str("path", "/a?\"b\"")?;
+            s.emit_u16("status", 404)
+        }
+    }
+
+    #[test]
+    fn the_tap_gets_the_line_the_log_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let dropped = IntCounter::new("dropped", "test").unwrap();
+        let logging = Logging::new(&config(&path, Level::Info, LogFormat::Json), dropped).unwrap();
+        let mut tapped = Vec::new();
+        let mut tap = |line: &str| tapped.push(line.to_owned());
+        logging.log_and_tap(Level::Warning, "access", &Fields, Some(&mut tap));
+        // Below the level: not written, still tapped.
+        logging.log_and_tap(Level::Debug, "access", &Fields, Some(&mut tap));
+        logging.log_and_tap(Level::Info, "access", &Fields, None);
+        logging.flush();
+        let written = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = written.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(tapped[0], lines[0]);
+        let debug: serde_json::Value = serde_json::from_str(&tapped[1]).unwrap();
+        assert_eq!(debug["level"], "debug");
+        assert_eq!(debug["msg"], "access");
+        assert_eq!(debug["path"], "/a?\"b\"");
+        assert_eq!(debug["status"], 404);
+        assert!(debug["timestamp"].is_string());
+    }
+
+    #[test]
+    fn the_tap_gets_a_compact_line_when_the_log_is_pretty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let dropped = IntCounter::new("dropped", "test").unwrap();
+        let logging =
+            Logging::new(&config(&path, Level::Info, LogFormat::Pretty), dropped).unwrap();
+        let mut tapped = String::new();
+        logging.log_and_tap(
+            Level::Info,
+            "access",
+            &Fields,
+            Some(&mut |line: &str| tapped = line.to_owned()),
+        );
+        logging.flush();
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert!(written.lines().count() > 1, "pretty lines are indented");
+        assert!(!tapped.contains('\n'));
+        let from_log: serde_json::Value = serde_json::from_str(&written).unwrap();
+        let from_tap: serde_json::Value = serde_json::from_str(&tapped).unwrap();
+        for key in ["msg", "level", "path", "status"] {
+            assert_eq!(from_log[key], from_tap[key], "{key}");
+        }
     }
 }

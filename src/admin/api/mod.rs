@@ -9,6 +9,7 @@ mod account;
 mod limits;
 mod routes;
 mod settings;
+mod traffic;
 mod users;
 
 use actix_web::http::Method;
@@ -67,6 +68,9 @@ pub const ENDPOINTS: &[Endpoint] = endpoints! {
     DELETE "/rate-limits/{policy}/{key}" => limits::reset,
     GET "/login-throttle" => limits::list_login_throttle,
     DELETE "/login-throttle/{kind}/{value}" => limits::reset_login_throttle,
+    GET "/stats" => traffic::stats,
+    GET "/logs" => traffic::logs,
+    GET "/logs/stream" => traffic::stream,
     GET "/config" => settings::config,
     PUT "/log-level" => settings::set_log_level,
     GET "/audit" => settings::audit,
