@@ -52,6 +52,12 @@ const dateTime = new Intl.DateTimeFormat(undefined, {
   year: 'numeric', month: 'short', day: '2-digit',
   hour: '2-digit', minute: '2-digit', second: '2-digit',
 });
+// This year's dates leave the year out: tables stay narrow.
+const dateTimeThisYear = new Intl.DateTimeFormat(undefined, {
+  month: 'short', day: '2-digit',
+  hour: '2-digit', minute: '2-digit', second: '2-digit',
+});
+const shortDateTime = (d) => (d.getFullYear() === new Date().getFullYear() ? dateTimeThisYear : dateTime).format(d);
 const timeOnly = new Intl.DateTimeFormat(undefined, {
   hour: '2-digit', minute: '2-digit', second: '2-digit',
 });
@@ -88,7 +94,7 @@ export function timeEl(value, { relative = false } = {}) {
   const d = toDate(value);
   if (!d) return h('span', { class: 'muted' }, '—');
   return h('time', { datetime: d.toISOString(), title: dateTime.format(d) },
-    relative ? fmtRelative(d) : dateTime.format(d));
+    relative ? fmtRelative(d) : shortDateTime(d));
 }
 
 export function fmtNumber(n) {

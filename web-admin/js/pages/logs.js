@@ -62,6 +62,7 @@ export default {
         h('button', { type: 'submit', class: 'btn btn-primary' }, 'Apply'),
         h('button', { type: 'reset', class: 'btn btn-ghost' }, 'Clear filters')));
     const rows = h('tbody', {});
+    const missedNote = h('p', { class: 'notice small', role: 'status', hidden: true });
     const emptyRow = h('p', { class: 'state state-empty' }, 'Waiting for requests… Records appear here as the proxy answers them.');
     const tableEl = h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Access log' },
       h('table', { class: 'table log-table' },
@@ -71,11 +72,14 @@ export default {
       pageHeader('Live log', status, pauseBtn, clearBtn),
       h('details', { class: 'panel filter-panel', open: window.matchMedia('(min-width: 700px)').matches },
         h('summary', {}, 'Filters'), filterForm),
+      missedNote,
       emptyRow,
       tableEl);
 
     let source = null;
     let closed = false;
+    let retries = 0;
+    let missed = 0;
     let paused = false;
     let pending = [];
     const seen = new Set();
@@ -137,15 +141,28 @@ export default {
       if (closed) return;
       const es = new EventSource(`api/logs/stream${api.query({ ...filters })}`);
       source = es;
-      es.addEventListener('open', () => { if (!paused) setStatus('live', 'ok', 'New records appear as they happen'); });
+      es.addEventListener('open', () => {
+        retries = 0;
+        if (!paused) setStatus('live', 'ok', 'New records appear as they happen');
+      });
       es.addEventListener('message', onRecord);
+      // The gateway says how many records a slow reader missed.
+      es.addEventListener('lagged', (event) => {
+        missed += Number(event.data) || 0;
+        replace(missedNote, `${missed} record${missed === 1 ? '' : 's'} skipped: the log moved faster than this page could show it.`);
+        missedNote.hidden = false;
+      });
       es.addEventListener('error', () => {
         if (es !== source) return;
         if (es.readyState === EventSource.CLOSED) {
           setStatus('disconnected', 'bad');
           // Closed for good: find out whether the session ended (that call
           // sends the console back to the login page on 401).
-          api.get('auth/me').then(() => { if (es === source) setTimeout(connect, 3000); }, () => {});
+          // A few tries, further apart each time, then it is left to the user.
+          api.get('auth/me').then(() => {
+            retries += 1;
+            if (es === source && retries <= 5) setTimeout(connect, 1000 * 2 ** retries);
+          }, () => {});
         } else if (!paused) {
           setStatus('reconnecting', 'warn');
         }
@@ -169,9 +186,10 @@ export default {
       } catch (err) {
         if (err.name === 'AbortError') return;
         setStatus('error', 'bad', api.describe(err));
-        if (err.status === 404) {
-          // No log endpoint on this gateway: no stream either.
-          emptyRow.textContent = api.describe(err);
+        if (err.status > 0) {
+          // A filter the gateway refuses (400), or no log endpoint at all
+          // (404): the stream would fail the same way.
+          emptyRow.textContent = err.status === 404 ? api.describe(err) : `The filters were refused: ${api.describe(err)}`;
           showEmpty();
           return;
         }

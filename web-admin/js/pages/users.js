@@ -194,7 +194,7 @@ function sessionsTable(sessions, ctx, reload) {
     rowClass: (s) => (isRevoked(s) ? 'row-muted' : null),
     rows: sessions,
     columns: [
-      { label: 'Session', cell: (s) => h('code', { title: s.id }, `${s.id.slice(0, 12)}…`) },
+      { label: 'Session', cell: (s) => h('code', { title: s.id }, `${s.id.slice(0, 8)}…`) },
       { label: 'Created', cell: (s) => timeEl(s.created_at) },
       { label: 'Last seen', cell: (s) => timeEl(s.last_seen_at ?? s.last_seen, { relative: true }) },
       {
