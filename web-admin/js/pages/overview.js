@@ -11,7 +11,7 @@ const RECENT_SECONDS = 60; // "failing now" looks at the last minute
 
 const CHARTS = [
   {
-    id: 'requests', title: 'Requests per second by status class', unit: 'req/s', rate: true,
+    id: 'requests', title: 'Requests per second by status class', unit: 'req/s', rate: true, baseline: true,
     series: [['s2xx', '2xx', '--c-2xx'], ['s3xx', '3xx', '--c-3xx'], ['s4xx', '4xx', '--c-4xx'], ['s5xx', '5xx', '--c-5xx']],
   },
   {
@@ -41,7 +41,7 @@ function chartOptions(spec, width) {
     height: 200,
     cursor: { drag: { x: false, y: false } },
     legend: { live: true },
-    scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(spec.unit === 'ms' ? 1 : 1, max * 1.1)] } },
+    scales: { x: { time: true }, y: { range: (u, min, max) => [0, Number.isFinite(max) ? Math.max(1, max * 1.1) : 1] } },
     axes: [axis, { ...axis, size: 56, values: (u, vals) => vals.map((v) => (spec.unit === 'ms' ? `${v} ms` : fmtNumber(v))) }],
     series: [
       { label: 'time' },
@@ -49,7 +49,9 @@ function chartOptions(spec, width) {
         label,
         stroke: cssVar(color),
         width: 2,
-        points: { show: false },
+        // Latency exists only in seconds with traffic: a dot per second
+        // shows a lone request that a line could not.
+        points: spec.unit === 'ms' ? { show: true, size: 4, fill: cssVar(color) } : { show: false },
         spanGaps: false,
         value: (u, v) => (v === null || v === undefined ? '—' : spec.unit === 'ms' ? fmtMs(v) : `${fmtNumber(Math.round(v * 100) / 100)}${spec.unit === 'req/s' ? ' req/s' : '/s'}`),
       })),
@@ -57,13 +59,21 @@ function chartOptions(spec, width) {
   };
 }
 
+/** Zeros become gaps, except next to a non-zero value (so a spike rises from 0). */
+function onlyNearNonZero(values) {
+  return values.map((v, i) => (v || values[i - 1] || values[i + 1] ? v : null));
+}
+
 function chartData(spec, stats) {
   const n = stats.seconds;
   const step = stats.interval_seconds || 1;
   const xs = Array.from({ length: n }, (_, i) => stats.start + i * step);
-  const ys = spec.series.map(([key]) => {
+  const ys = spec.series.map(([key], i) => {
     const values = stats.overall[key] || [];
-    return spec.rate ? values.map((v) => (v === null || v === undefined ? null : v / step)) : values;
+    const rates = spec.rate ? values.map((v) => (v === null || v === undefined ? null : v / step)) : values;
+    // Only 2xx draws the zero baseline; the others show where they
+    // happen, so a flat line of zero 5xx does not paint the chart red.
+    return spec.rate && !(spec.baseline && i === 0) ? onlyNearNonZero(rates) : rates;
   });
   return [xs, ...ys];
 }
@@ -93,10 +103,12 @@ function card(label, value, tone, detail) {
 export default {
   title: 'Overview',
   render(container) {
-    let seconds = 900;
+    // Five minutes by default: a burst still shows as more than a sliver.
+    let seconds = 300;
     const range = h('select', { 'aria-label': 'Time window' },
-      h('option', { value: '300' }, 'Last 5 minutes'),
-      h('option', { value: '900', selected: true }, 'Last 15 minutes'));
+      h('option', { value: '60' }, 'Last minute'),
+      h('option', { value: '300', selected: true }, 'Last 5 minutes'),
+      h('option', { value: '900' }, 'Last 15 minutes'));
     const status = h('span', { class: 'live-status', role: 'status' }, badge('connecting', 'muted'));
     const alertSlot = h('div', { class: 'overview-alert' });
     const cards = h('div', { class: 'stats' }, loading());
