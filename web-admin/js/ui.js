@@ -93,7 +93,9 @@ export function table({ columns, rows, label, rowClass }) {
     h('table', { class: 'table table-cards' },
       h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col', class: c.class }, c.label)))),
       h('tbody', {}, rows.map((row) => h('tr', { class: rowClass ? rowClass(row) : null },
-        columns.map((c, i) => h(i === 0 ? 'th' : 'td', { class: c.class, scope: i === 0 ? 'row' : null, dataset: { label: c.label } }, c.cell(row))))))));
+        // The cell's content in one box, so the card layout sees a label and a value.
+        columns.map((c, i) => h(i === 0 ? 'th' : 'td', { class: c.class, scope: i === 0 ? 'row' : null, dataset: { label: c.label } },
+          i === 0 ? c.cell(row) : h('div', { class: 'cell' }, c.cell(row)))))))));
 }
 
 // ---- toasts -----------------------------------------------------------------

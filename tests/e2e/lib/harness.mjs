@@ -158,6 +158,10 @@ export async function screenshot(page, name) {
   for (const size of [DESKTOP, PHONE]) {
     await page.setViewportSize(size);
     await page.waitForTimeout(250); // charts follow their container's width
+    // Wide tables scroll inside their frame (or become cards): the page
+    // itself never scrolls sideways.
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    if (width > size.width) throw new Error(`${name}: the page is ${width} px wide at ${size.width} px`);
     await page.screenshot({ path: path.join(env.screenshots, `${name}-${size.width}.png`), fullPage: true });
   }
   await page.setViewportSize(DESKTOP);

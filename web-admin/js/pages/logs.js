@@ -41,13 +41,12 @@ function recordRow(r) {
       type: 'button', class: 'link-button', onclick: () => showRecord(r), 'aria-label': `Details of ${r.method} ${r.path} at ${fmtTime(r.timestamp)}`,
     }, fmtTime(r.timestamp))),
     cell('Status', {}, badge(String(r.status), statusTone(r.status))),
-    cell('Method', {}, r.method),
-    cell('Path', { class: 'wrap path' }, r.path, r.query ? h('span', { class: 'muted' }, `?${r.query}`) : null),
+    cell('Request', { class: 'wrap path' }, h('span', { class: 'method' }, r.method), ' ', r.path, r.query ? h('span', { class: 'muted' }, `?${r.query}`) : null),
     cell('Route', {}, r.route ?? '—'),
     cell('User', {}, user ?? h('span', { class: 'muted' }, '—')),
     cell('Client', {}, r.client_ip ?? '—'),
     cell('Latency', { class: 'num' }, latency === null ? '—' : fmtMs(latency)),
-    cell('Request', {}, h('code', { title: r.request_id }, String(r.request_id || '').slice(0, 8))));
+    cell('Request id', {}, h('code', { title: r.request_id }, String(r.request_id || '').slice(0, 8))));
 }
 
 export default {
@@ -66,7 +65,7 @@ export default {
     const emptyRow = h('p', { class: 'state state-empty' }, 'Waiting for requests… Records appear here as the proxy answers them.');
     const tableEl = h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Access log' },
       h('table', { class: 'table log-table' },
-        h('thead', {}, h('tr', {}, ['Time', 'Status', 'Method', 'Path', 'Route', 'User', 'Client', 'Latency', 'Request'].map((t) => h('th', { scope: 'col' }, t)))),
+        h('thead', {}, h('tr', {}, ['Time', 'Status', 'Request', 'Route', 'User', 'Client', 'Latency', 'Request id'].map((t) => h('th', { scope: 'col' }, t)))),
         rows));
     replace(container,
       pageHeader('Live log', status, pauseBtn, clearBtn),
