@@ -5,23 +5,12 @@
 #   bash bench/ab.sh [BASE_REV]          # default: origin/main, else HEAD~1
 #   ROUNDS=10 bash bench/ab.sh main~3
 #
-# Installs wrk and nginx from Debian when missing (like compare.sh).
+# Installs wrk and nginx from Debian when missing (bench/load-tools.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 base_rev="${1:-$(git rev-parse --verify -q origin/main || git rev-parse HEAD~1)}"
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
-}
-missing=()
-for tool in wrk:wrk nginx:nginx taskset:util-linux; do
-    command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
-as_root systemctl stop nginx >/dev/null 2>&1 || true
+source bench/load-tools.sh
 
 # A CARGO_TARGET_DIR set by the caller holds both builds.
 target="${CARGO_TARGET_DIR:-$PWD/target}"
