@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::common::{client, client_builder, json, route, Echo, Gateway, Setup};
 
 #[path = "auth/admin_sessions.rs"]
-mod admin_sessions;
+pub mod admin_sessions;
 #[path = "auth/cli.rs"]
 mod cli;
 #[path = "auth/cookies.rs"]

@@ -2,13 +2,14 @@
 //! console cookie, idle expiry, throttling, sign-out and `GET /auth/me`.
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::json;
 
 use super::{Api, CONSOLE_COOKIE};
+use crate::auth::admin_sessions::assert_about;
 use crate::auth::{add_user, login, login_token, setup, with_token, PASSWORD};
 use crate::common::{Gateway, Launch, Setup, SOON};
 use crate::hardening::metric;
@@ -17,20 +18,6 @@ const WRONG: &str = "not the password at all";
 
 fn credentials(user: &str, password: &str) -> serde_json::Value {
     json!({"username": user, "password": password})
-}
-
-/// Asserts an RFC 3339 time about `from_now` away (within a minute).
-fn assert_about(at: &serde_json::Value, from_now: Duration) {
-    let at = humantime::parse_rfc3339(at.as_str().expect("a time")).expect("RFC 3339");
-    let expected = SystemTime::now() + from_now;
-    let off = at
-        .duration_since(expected)
-        .or_else(|_| expected.duration_since(at))
-        .unwrap();
-    assert!(
-        off < Duration::from_secs(60),
-        "{at:?} is not {from_now:?} from now"
-    );
 }
 
 #[tokio::test]

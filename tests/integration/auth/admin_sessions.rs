@@ -10,7 +10,7 @@ use super::{add_user, admin, echoed, get_with, protected, setup, ADMIN_TOKEN, CO
 use crate::common::{client, json, route, Echo, Gateway, Launch, Setup};
 
 /// Asserts an RFC 3339 time about `from_now` away (within a minute).
-fn assert_about(expires_at: &Value, from_now: Duration) {
+pub fn assert_about(expires_at: &Value, from_now: Duration) {
     let text = expires_at.as_str().expect("an expiry time");
     let at = humantime::parse_rfc3339(text).expect("RFC 3339");
     let expected = SystemTime::now() + from_now;
