@@ -225,9 +225,10 @@ function renderList(container, ctx, signal) {
           columns: [
             { label: 'Id', cell: (r) => h('a', { href: `#/routes/${encodeURIComponent(r.id)}` }, r.id) },
             { label: 'Origin', cell: originBadge },
-            { label: 'Path', class: 'wrap narrow', cell: (r) => [code(r.path), h('div', { class: 'small' }, methodsText(r))] },
-            { label: 'Upstream', class: 'wrap narrow', cell: (r) => code(r.upstream) },
-            { label: 'Auth', class: 'wrap narrow', cell: authText },
+            // Paths and URLs never break mid-token; the table scrolls instead.
+            { label: 'Path', cell: (r) => [code(r.path), h('div', { class: 'small' }, methodsText(r))] },
+            { label: 'Upstream', cell: (r) => code(r.upstream) },
+            { label: 'Auth', cell: authText },
             { label: 'Limits', cell: limitsText },
             { label: 'State', cell: stateBadges },
             ...(ctx.canWrite ? [{ label: 'Actions', class: 'actions', cell: (r) => actions(r, ctx, load) }] : []),
