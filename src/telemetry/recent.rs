@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Deserialize;
@@ -394,6 +395,29 @@ pub struct RecentLog {
     held: Mutex<Held>,
     capacity: usize,
     feed: broadcast::Sender<Arc<Entry>>,
+    /// Live [`Subscription`]s. Counted here because the channel's own count
+    /// takes a lock every worker would contend on, for every request.
+    subscribers: Arc<AtomicUsize>,
+}
+
+/// New records as they are pushed; see [`RecentLog::subscribe`].
+pub struct Subscription {
+    receiver: broadcast::Receiver<Arc<Entry>>,
+    subscribers: Arc<AtomicUsize>,
+}
+
+impl Subscription {
+    /// The next record, or how many were skipped when this subscriber fell
+    /// behind.
+    pub async fn recv(&mut self) -> Result<Arc<Entry>, broadcast::error::RecvError> {
+        self.receiver.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn lock(held: &Mutex<Held>) -> MutexGuard<'_, Held> {
@@ -418,13 +442,18 @@ impl RecentLog {
             }),
             capacity,
             feed: broadcast::channel(SUBSCRIBER_BACKLOG).0,
+            subscribers: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// Whether a new record would go anywhere: to the ring or to a
     /// subscriber.
     pub fn wanted(&self) -> bool {
-        self.capacity > 0 || self.feed.receiver_count() > 0
+        self.capacity > 0 || self.subscribed()
+    }
+
+    fn subscribed(&self) -> bool {
+        self.subscribers.load(Ordering::Relaxed) > 0
     }
 
     /// Adds a record, its JSON line (one object, UTF-8, no newline) and its
@@ -452,7 +481,7 @@ impl RecentLog {
             ring.extend(layout.encode());
             held.records += 1;
         }
-        if self.feed.receiver_count() > 0 {
+        if self.subscribed() {
             let json = String::from_utf8_lossy(json);
             // An error only says the last subscriber just left.
             let _ = self.feed.send(Arc::new(Entry::new(&json, keys)));
@@ -485,8 +514,12 @@ impl RecentLog {
     /// hundred records behind gets [`broadcast::error::RecvError::Lagged`]
     /// and continues with newer ones; it never holds the producer up.
     /// Apply a [`LogFilter`] on receipt.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Entry>> {
-        self.feed.subscribe()
+    pub fn subscribe(&self) -> Subscription {
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        Subscription {
+            receiver: self.feed.subscribe(),
+            subscribers: self.subscribers.clone(),
+        }
     }
 
     /// Records held.
