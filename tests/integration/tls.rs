@@ -202,3 +202,87 @@ async fn an_untrusted_https_upstream_is_a_502() {
     })
     .await;
 }
+
+/// The console over an admin listener with TLS: its cookie is `__Host-`
+/// prefixed and `Secure`, and a change is accepted only from the `https`
+/// origin — `http://` on the same host and port is another origin.
+#[tokio::test]
+async fn the_console_over_tls_has_a_host_prefixed_secure_cookie() {
+    let cert = self_signed();
+    let launch = Launch::new(
+        crate::auth::setup()
+            .admin("tls_cert = \"$DIR/cert.pem\"")
+            .admin("tls_key = \"$DIR/key.pem\""),
+    );
+    cert.write(launch.dir());
+    let gateway = launch.start();
+    let client = client_builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(cert.reqwest_root())
+        .resolve("localhost", gateway.admin_addr())
+        .build()
+        .unwrap();
+    let origin = format!("https://localhost:{}", gateway.admin_addr().port());
+    let url = |path: &str| format!("{origin}/admin/api{path}");
+
+    let created = client
+        .post(url("/users"))
+        .bearer_auth(crate::auth::ADMIN_TOKEN)
+        .json(&serde_json::json!({
+            "username": "tls-admin",
+            "password": crate::auth::PASSWORD,
+            "roles": ["admin"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    let login = client
+        .post(url("/auth/login"))
+        .header("origin", &origin)
+        .json(&serde_json::json!({"username": "tls-admin", "password": crate::auth::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let set_cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let attributes: Vec<&str> = set_cookie.split(';').map(str::trim).collect();
+    let (name, token) = attributes[0].split_once('=').unwrap();
+    assert_eq!(name, "__Host-portcullis_console", "{set_cookie}");
+    for wanted in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(
+            attributes.contains(&wanted),
+            "{wanted} missing: {set_cookie}"
+        );
+    }
+    assert!(
+        !set_cookie.to_ascii_lowercase().contains("domain="),
+        "{set_cookie}"
+    );
+    let csrf = json(login).await["csrf_token"].as_str().unwrap().to_owned();
+    let cookie = format!("{name}={token}");
+
+    let me = |origin: &str| {
+        client
+            .post(url("/auth/logout"))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .header("origin", origin)
+    };
+    let plain_origin = format!("http://localhost:{}", gateway.admin_addr().port());
+    let refused = me(&plain_origin).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(json(refused).await["error"], "csrf_rejected");
+    let accepted = me(&origin).send().await.unwrap();
+    assert!(accepted.status().is_success(), "{}", accepted.status());
+    // Logged out: the same cookie no longer opens anything.
+    let after = client
+        .get(url("/auth/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 401);
+}

@@ -156,6 +156,26 @@ async fn a_full_disk_fails_closed_and_says_so() {
         (status, body["error"].as_str()),
         (503, Some("storage_unavailable"))
     );
+    // A route that cannot be saved is not served either: nothing
+    // acknowledged, nothing half-applied.
+    let (status, body) = admin(
+        &gateway,
+        Method::POST,
+        "/admin/api/routes",
+        Some(json!({"id": "unsaved", "path": "/unsaved/*", "upstream": echo.url(), "auth": "public"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("storage_unavailable")),
+        "{body}"
+    );
+    let unsaved = client()
+        .get(gateway.url("/unsaved/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsaved.status(), 404);
     // A revocation is in force here even though it is not saved.
     let sessions = admin(
         &gateway,
