@@ -88,9 +88,11 @@ export function copyButton(text, fallbackField) {
  * each row becomes a card headed by its first cell, the other cells labelled
  * from data-label (see app.css).
  */
-export function table({ columns, rows, label, rowClass }) {
+export function table({ columns, rows, label, rowClass, cards = true }) {
   return h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': label },
-    h('table', { class: 'table table-cards' },
+    // Name/value tables stay tables on phones: as cards, each pair would
+    // become a box holding one labelled value.
+    h('table', { class: ['table', cards ? 'table-cards' : 'table-pairs'] },
       h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col', class: c.class }, c.label)))),
       h('tbody', {}, rows.map((row) => h('tr', { class: rowClass ? rowClass(row) : null },
         // The cell's content in one box, so the card layout sees a label and a value.

@@ -141,6 +141,7 @@ function headersTable(headers, label) {
   return table({
     label,
     rows,
+    cards: false,
     columns: [
       { label: 'Header', cell: ([k]) => code(k) },
       { label: 'Value', class: 'wrap', cell: ([, v]) => (Array.isArray(v) ? v.join(', ') : String(v)) },
