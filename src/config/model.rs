@@ -536,7 +536,10 @@ fn admin_config(e: &mut Errors, raw: RawAdmin) -> AdminConfig {
         }
         other => other,
     };
-    let recent_log_bytes = recent_log_bytes.map_or(4 * 1024 * 1024, |s| s.0 as usize);
+    let recent_log_bytes = recent_log_bytes
+        .map_or(crate::telemetry::recent::DEFAULT_RECENT_LOG_BYTES, |s| {
+            s.0 as usize
+        });
     if recent_log_bytes < 64 * 1024 {
         e.push("admin.recent_log_bytes", "must be at least 64KiB");
     }
