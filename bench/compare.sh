@@ -13,19 +13,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
-}
-
-missing=()
-for tool in wrk:wrk nginx:nginx haproxy:haproxy caddy:caddy taskset:util-linux; do
-    command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "installing: ${missing[*]}"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+source .ci/install.sh
+need_commands wrk:wrk nginx:nginx haproxy:haproxy caddy:caddy taskset:util-linux
 # The packaged daemons must not hold the benchmark ports.
 for service in nginx haproxy caddy; do
     as_root systemctl stop "$service" >/dev/null 2>&1 || true

@@ -29,30 +29,14 @@ export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 
 log() { printf '[e2e] %s\n' "$*" >&2; }
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi
-}
+source "$repo/.ci/install.sh"
 
 # ---- 1. what the tests need --------------------------------------------------
 
-apt_updated=0
-apt_install() {
-  if [ "$apt_updated" = 0 ]; then
-    log "apt-get update"
-    as_root apt-get update -qq
-    apt_updated=1
-  fi
-  log "apt-get install $*"
-  as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
-
-missing=()
-[ -x "$CHROMIUM" ] || missing+=(chromium)
+[ -x "$CHROMIUM" ] || need_packages chromium
 # Text in the screenshots needs at least one font.
-dpkg -s fonts-dejavu-core >/dev/null 2>&1 || missing+=(fonts-dejavu-core)
-command -v node >/dev/null 2>&1 || missing+=(nodejs)
-command -v npm >/dev/null 2>&1 || missing+=(npm)
-if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+need_packages fonts-dejavu-core
+need_commands node:nodejs npm:npm
 
 cd "$here"
 if [ ! -f node_modules/.package-lock.json ] || ! cmp -s package-lock.json node_modules/.e2e-installed-lock; then
