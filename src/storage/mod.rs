@@ -40,7 +40,17 @@ pub enum StorageError {
     Open { path: String, source: io::Error },
     #[error("storage.path {path}: {source}")]
     Database { path: String, source: sled::Error },
+    #[error("storage.path {path}: the database was written by a newer Portcullis (schema version {found}; this version reads version {supported} and older). Run that newer version, or restore the backup taken before upgrading")]
+    Newer {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
 }
+
+/// The key, in the default tree, of the database's schema version: the
+/// newest [`SCHEMA_VERSION`] that has written to it.
+const SCHEMA_KEY: &[u8] = b"\0schema_version";
 
 /// The open database.
 #[derive(Clone)]
@@ -65,6 +75,14 @@ impl Storage {
             .flush_every_ms(Some(config.flush_interval.as_millis().max(1) as u64))
             .open()
             .map_err(|err| classify(&config.path, err))?;
+        stamp_schema(&db).map_err(|err| match err {
+            SchemaError::Newer(found) => StorageError::Newer {
+                path,
+                found,
+                supported: SCHEMA_VERSION,
+            },
+            SchemaError::Database(err) => classify(&config.path, err),
+        })?;
         Ok(Storage {
             db,
             failure: Arc::new(Mutex::new(None)),
@@ -148,6 +166,31 @@ pub fn advice(failure: &str) -> String {
     )
 }
 
+enum SchemaError {
+    Newer(u32),
+    Database(sled::Error),
+}
+
+/// Refuses a database a newer release wrote (its records may mean something
+/// this release would misread, or overwrite), and records this release's
+/// version on a new or older one, durably, before anything else is written.
+fn stamp_schema(db: &sled::Db) -> Result<(), SchemaError> {
+    let stored = db.get(SCHEMA_KEY).map_err(SchemaError::Database)?;
+    let found = stored.map(|bytes| {
+        // Unreadable: written by something that is not this format at all.
+        <[u8; 4]>::try_from(bytes.as_ref()).map_or(u32::MAX, u32::from_be_bytes)
+    });
+    match found {
+        Some(found) if found > SCHEMA_VERSION => Err(SchemaError::Newer(found)),
+        Some(found) if found == SCHEMA_VERSION => Ok(()),
+        _ => db
+            .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+            .and_then(|_| db.flush())
+            .map(|_| ())
+            .map_err(SchemaError::Database),
+    }
+}
+
 fn classify(path: &Path, err: sled::Error) -> StorageError {
     let path = path.display().to_string();
     match err {
@@ -165,5 +208,54 @@ fn classify(path: &Path, err: sled::Error) -> StorageError {
         }
         sled::Error::Io(source) => StorageError::Open { path, source },
         source => StorageError::Database { path, source },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored_version(config: &StorageConfig) -> Vec<u8> {
+        let db = sled::open(&config.path).unwrap();
+        db.get(SCHEMA_KEY).unwrap().unwrap().to_vec()
+    }
+
+    #[test]
+    fn a_new_database_records_its_schema_version_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig::for_tests(dir.path());
+        drop(Storage::open(&config).unwrap());
+        assert_eq!(stored_version(&config), SCHEMA_VERSION.to_be_bytes());
+        drop(Storage::open(&config).unwrap());
+    }
+
+    #[test]
+    fn a_database_from_a_newer_release_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig::for_tests(dir.path());
+        drop(Storage::open(&config).unwrap());
+        let newer = (SCHEMA_VERSION + 1).to_be_bytes();
+        {
+            let db = sled::open(&config.path).unwrap();
+            db.insert(SCHEMA_KEY, &newer).unwrap();
+            db.flush().unwrap();
+        }
+        let err = Storage::open(&config).err().expect("refused");
+        assert!(
+            matches!(err, StorageError::Newer { found, supported, .. }
+                if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
+            "{err}"
+        );
+        assert!(err.to_string().contains("newer Portcullis"), "{err}");
+        assert_eq!(stored_version(&config), newer);
+    }
+
+    #[test]
+    fn a_database_from_before_schema_versions_is_stamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig::for_tests(dir.path());
+        drop(sled::open(&config.path).unwrap());
+        drop(Storage::open(&config).unwrap());
+        assert_eq!(stored_version(&config), SCHEMA_VERSION.to_be_bytes());
     }
 }
