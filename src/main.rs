@@ -4,6 +4,12 @@ use clap::Parser;
 use portcullis::cli::{run_accounts, Accounts, Cli, Command};
 use portcullis::config::{self, ConfigSource};
 
+// musl's allocator takes one lock for every allocation, which the workers
+// then queue on; the static build uses mimalloc instead.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve { config } => {
@@ -13,6 +19,21 @@ fn main() -> ExitCode {
         Command::User { storage, command } => run_accounts(storage.config, Accounts::User(command)),
         Command::Session { storage, command } => {
             run_accounts(storage.config, Accounts::Session(command))
+        }
+        Command::Manual { dir } => manual(&dir),
+    }
+}
+
+/// The man pages, from the same definitions as `--help`.
+fn manual(dir: &std::path::Path) -> ExitCode {
+    match portcullis::cli::manual::write(dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!(
+                "portcullis: cannot write the man pages to {}: {err}",
+                dir.display()
+            );
+            ExitCode::FAILURE
         }
     }
 }

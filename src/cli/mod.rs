@@ -2,6 +2,7 @@
 //! management against the storage directory.
 
 mod accounts;
+pub mod manual;
 
 use std::path::PathBuf;
 
@@ -9,9 +10,24 @@ use clap::{Args, Parser, Subcommand};
 
 pub use accounts::{run as run_accounts, Accounts};
 
+/// `portcullis --version`: the release and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PORTCULLIS_COMMIT"),
+    ")"
+);
+
 /// Portcullis: a single-node API gateway.
 #[derive(Debug, Parser)]
-#[command(name = "portcullis", version, about, propagate_version = true)]
+#[command(
+    name = "portcullis",
+    version = VERSION,
+    about,
+    long_about = LONG_ABOUT,
+    after_long_help = manual::help_sections(),
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -45,7 +61,24 @@ pub enum Command {
         #[command(subcommand)]
         command: SessionCommand,
     },
+    /// Write the man pages (portcullis.1 and one per subcommand) into DIR, for packaging.
+    #[command(hide = true)]
+    Manual {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
+
+const LONG_ABOUT: &str = "\
+Portcullis: a single-node API gateway. One process in front of a team's HTTP \
+services: a routing reverse proxy with session-cookie authentication it runs \
+itself, rate limits, one JSON access-log line per request, Prometheus \
+metrics, and a browser console to manage routes, users and sessions.
+
+`portcullis serve --config FILE` runs it; without --config it runs on an \
+embedded development default (proxy on 127.0.0.1:8080, console on \
+127.0.0.1:9901, data in ./portcullis-data). `portcullis check` validates a \
+configuration and lists every problem with its key path.";
 
 /// Which storage directory to act on.
 #[derive(Debug, Args)]

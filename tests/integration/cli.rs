@@ -44,12 +44,45 @@ fn valid() -> Setup {
 }
 
 #[test]
-fn version_prints_the_package_version() {
+fn version_prints_the_package_version_and_the_commit() {
     let output = command().arg("--version").output().unwrap();
     assert!(output.status.success());
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".to_owned(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_owned()
+        });
     assert_eq!(
         stdout(&output).trim(),
-        format!("portcullis {}", env!("CARGO_PKG_VERSION"))
+        format!("portcullis {} (commit {head})", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// A database a newer release wrote is refused with a message saying so
+/// (that it is left as it was is a unit test of the storage).
+#[test]
+fn a_database_from_a_newer_release_is_refused() {
+    let mut gateway = Launch::new(Setup::new().storage("path = \"$DIR/data\"")).start();
+    let data = gateway.dir().join("data");
+    gateway.stop();
+    let relaunch = gateway.relaunch();
+    {
+        let db = sled::open(&data).unwrap();
+        db.insert(b"\0schema_version", &99u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let exited = relaunch.expect_failure();
+    assert!(!exited.status.success());
+    assert!(
+        exited
+            .stderr
+            .contains("written by a newer Portcullis (schema version 99"),
+        "{}",
+        exited.stderr
     );
 }
 
