@@ -1,7 +1,8 @@
 //! Records the git commit the binary is built from, for `portcullis
 //! --version`: `PORTCULLIS_COMMIT` is the short hash of `HEAD`, or "unknown"
-//! outside a git checkout (a source tarball). `PORTCULLIS_COMMIT` set by the
-//! builder wins, for builds from an export.
+//! outside a git checkout (a source tarball), and `PORTCULLIS_COMMIT_DATE`
+//! its date (YYYY-MM-DD, for the man pages; empty outside git). Either set
+//! by the builder wins, for builds from an export.
 
 use std::process::Command;
 
@@ -31,5 +32,13 @@ fn main() {
     println!(
         "cargo:rustc-env=PORTCULLIS_COMMIT={}",
         commit.as_deref().unwrap_or("unknown")
+    );
+    println!("cargo:rerun-if-env-changed=PORTCULLIS_COMMIT_DATE");
+    let date = std::env::var("PORTCULLIS_COMMIT_DATE")
+        .ok()
+        .or_else(|| git(&["log", "-1", "--format=%cs", "HEAD"]));
+    println!(
+        "cargo:rustc-env=PORTCULLIS_COMMIT_DATE={}",
+        date.unwrap_or_default()
     );
 }

@@ -111,14 +111,16 @@ fn title_case(heading: &str) -> String {
 /// Writes `portcullis.1` and one page per subcommand into `dir`.
 pub fn write(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let command = Cli::command();
-    clap_mangen::generate_to(command.clone(), dir)?;
-    // The main page again, with the sections as man sections rather than
-    // one block of help text.
-    let command = command
+    let mut command = Cli::command()
         .after_long_help(None::<&str>)
         .disable_help_subcommand(true);
-    let man = Man::new(command).manual("Portcullis manual");
+    // Names each subcommand's page: portcullis-user-add.
+    command.build();
+    for sub in visible_subcommands(&command) {
+        write_subcommand_pages(sub, dir)?;
+    }
+    // The main page, with the sections as man sections.
+    let man = page_of(command);
     let mut page = Vec::new();
     man.render_title(&mut page)?;
     man.render_name_section(&mut page)?;
@@ -138,6 +140,25 @@ pub fn write(dir: &Path) -> io::Result<()> {
     roff.to_writer(&mut page)?;
     man.render_version_section(&mut page)?;
     std::fs::write(dir.join("portcullis.1"), page)
+}
+
+fn visible_subcommands(command: &clap::Command) -> impl Iterator<Item = &clap::Command> {
+    command.get_subcommands().filter(|sub| !sub.is_hide_set())
+}
+
+fn write_subcommand_pages(command: &clap::Command, dir: &Path) -> io::Result<()> {
+    for sub in visible_subcommands(command) {
+        write_subcommand_pages(sub, dir)?;
+    }
+    page_of(command.clone()).generate_to(dir).map(|_| ())
+}
+
+/// Every page names the manual and the date of the commit it documents.
+fn page_of(command: clap::Command) -> Man {
+    Man::new(command)
+        .source(concat!("Portcullis ", env!("CARGO_PKG_VERSION")))
+        .date(env!("PORTCULLIS_COMMIT_DATE"))
+        .manual("Portcullis manual")
 }
 
 #[cfg(test)]
