@@ -56,7 +56,7 @@ build_static() {
     stage="$(mktemp -d)"
     trap 'rm -rf "$stage"' RETURN
     mkdir "$stage/$name"
-    install -m 0755 "$binary" "$stage/$name/portcullis"
+    install -s -m 0755 "$binary" "$stage/$name/portcullis"
     install -m 0644 packaging/portcullis.toml "$stage/$name/portcullis.toml"
     install -m 0644 config/portcullis.toml "$stage/$name/portcullis.example.toml"
     install -m 0644 packaging/portcullis.service README.md CHANGELOG.md LICENSE "$stage/$name/"

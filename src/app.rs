@@ -184,6 +184,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
         let runtime = state.runtime.load();
         info!(logger, "portcullis started";
             "version" => env!("CARGO_PKG_VERSION"),
+            "commit" => env!("PORTCULLIS_COMMIT"),
             "config" => source.to_string(),
             "profile" => runtime.config.profile.name(),
             "proxy_addr" => proxy_addr.to_string(),

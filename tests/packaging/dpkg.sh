@@ -145,8 +145,11 @@ done
 [ -n "$upstream_port" ] || fail "the upstream did not start"
 
 start_service
+# Under systemd the first start was the service's own, logged to the journal.
+first_start_log="$(cat "$work/gateway.log")"
+[ ! -d /run/systemd/system ] || first_start_log="$(journalctl -u portcullis --no-pager 2>&1)"
 expect "the log says where the admin password is" \
-    '"password_file":"/var/lib/portcullis/initial-admin-password"' "$(cat "$work/gateway.log")"
+    '"password_file":"/var/lib/portcullis/initial-admin-password"' "$first_start_log"
 expect "the password file is the service's, 0600" '^600 portcullis$' \
     "$(stat -c '%a %U' /var/lib/portcullis/initial-admin-password)"
 password="$(cat /var/lib/portcullis/initial-admin-password)"
@@ -180,6 +183,10 @@ expect "the upgrade is installed" '^ii +portcullis +[0-9.]+-2 ' "$(dpkg -l portc
 expect "the edited configuration is kept" '^limit = 700$' "$(cat /etc/portcullis/portcullis.toml)"
 if grep -q 'initial-admin-password' <<<"$upgraded"; then fail "the upgrade printed the first-install message"; fi
 pass "the upgrade does not repeat the first-install message"
+if [ -d /run/systemd/system ]; then
+    expect "systemd restarted the service after the upgrade" '^active$' "$(systemctl is-active portcullis)"
+    systemctl stop portcullis
+fi
 start_service
 answer="$(console POST /auth/login "{\"username\":\"admin\",\"password\":\"$new_password\"}")"
 expect "after the upgrade the changed password logs in" ' 200$' "$answer"
