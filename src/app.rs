@@ -94,13 +94,14 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     let upstream = config.upstream.clone();
     let admin_listen = config.admin.listen;
     let recent_log_bytes = config.admin.recent_log_bytes;
+    let recent_log_skipped = metrics.recent_log_skipped.clone();
     let listen = server.listen;
     let state = web::Data::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime::compose(config, api_routes)),
         metrics,
         logging,
         stats: Stats::new(),
-        recent: RecentLog::new(recent_log_bytes),
+        recent: RecentLog::new(recent_log_bytes).counting_skipped(recent_log_skipped),
         storage,
         auth,
         counters,
@@ -195,7 +196,12 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
 
     let maintenance = tokio::spawn(maintain(state.clone()));
     let stats_state = state.clone();
-    let stats_ticker = tokio::spawn(async move { stats_state.stats.run_ticker().await });
+    let stats_ticker = tokio::spawn(async move {
+        tokio::join!(
+            stats_state.stats.run_ticker(),
+            stats_state.recent.run_flusher()
+        )
+    });
     let signals_state = state.clone();
     let signals = tokio::spawn(async move {
         let reason = loop {

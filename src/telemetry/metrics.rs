@@ -16,6 +16,7 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub in_flight: IntGauge,
     pub log_dropped: IntCounter,
+    pub recent_log_skipped: IntCounter,
     pub config_reloads: IntCounterVec,
     pub auth_outcomes: IntCounterVec,
     pub logins: IntCounterVec,
@@ -77,6 +78,11 @@ impl Metrics {
         let log_dropped = IntCounter::new(
             "log_dropped_total",
             "Log records dropped because the log channel was full",
+        )
+        .expect("valid metric");
+        let recent_log_skipped = IntCounter::new(
+            "recent_log_skipped_total",
+            "Access records left out of the console's live log because a worker's staging buffer was full",
         )
         .expect("valid metric");
         let config_reloads = IntCounterVec::new(
@@ -162,6 +168,7 @@ impl Metrics {
             Box::new(upstream_errors.clone()),
             Box::new(in_flight.clone()),
             Box::new(log_dropped.clone()),
+            Box::new(recent_log_skipped.clone()),
             Box::new(config_reloads.clone()),
             Box::new(auth_outcomes.clone()),
             Box::new(logins.clone()),
@@ -193,6 +200,7 @@ impl Metrics {
             upstream_errors,
             in_flight,
             log_dropped,
+            recent_log_skipped,
             config_reloads,
             auth_outcomes,
             logins,

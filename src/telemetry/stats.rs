@@ -15,7 +15,6 @@
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -319,11 +318,7 @@ impl Stats {
 
     /// This thread's shard.
     fn shard(&self) -> &Padded {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        thread_local! {
-            static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-        }
-        &self.shards[INDEX.with(|index| *index) % SHARDS]
+        &self.shards[super::thread_index() % SHARDS]
     }
 
     /// The current Unix second, on the monotonic clock.
