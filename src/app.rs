@@ -92,12 +92,14 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
 
     let server = config.server.clone();
     let upstream = config.upstream.clone();
+    let checks_upstream = upstream.clone();
+    let checks_tls = client_tls.clone();
     let admin_listen = config.admin.listen;
     let recent_log_bytes = config.admin.recent_log_bytes;
     let recent_log_skipped = metrics.recent_log_skipped.clone();
     let listen = server.listen;
     let state = web::Data::new(AppState {
-        runtime: ArcSwap::from_pointee(Runtime::compose(config, api_routes)),
+        runtime: ArcSwap::from_pointee(Runtime::compose(config, api_routes, None)),
         metrics,
         logging,
         stats: Stats::new(),
@@ -195,6 +197,19 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     }
 
     let maintenance = tokio::spawn(maintain(state.clone()));
+    let checks_state = state.clone();
+    // Local: awc's client is not Send. One checker for the whole process.
+    let health_checks = actix_web::rt::spawn(async move {
+        let client = UpstreamClient::new(&checks_upstream, server.request_timeout, checks_tls);
+        let state = &checks_state;
+        crate::upstream::checks::run(
+            || state.runtime.load().services.clone(),
+            client.http().clone(),
+            &state.metrics,
+            &state.logging.logger,
+        )
+        .await
+    });
     let stats_state = state.clone();
     let stats_ticker = tokio::spawn(async move {
         tokio::join!(
@@ -222,6 +237,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     let (proxy_result, admin_result) = futures_util::future::join(proxy_server, admin_server).await;
     signals.abort();
     maintenance.abort();
+    health_checks.abort();
     stats_ticker.abort();
     upkeep(
         &state,

@@ -76,6 +76,9 @@ pub enum GatewayError {
     BadGateway(UpstreamFailure),
     #[error("the service is not available")]
     ServiceUnavailable,
+    /// No target of the route's upstream service can take the request.
+    #[error("no target of the upstream service is healthy; retry later")]
+    NoHealthyUpstream { retry_after: u64 },
     /// Every password-checking slot stayed busy for the whole wait.
     #[error("the gateway is too busy to check passwords right now; retry shortly")]
     Busy,
@@ -148,6 +151,7 @@ impl GatewayError {
             GatewayError::Internal => "internal_error",
             GatewayError::BadGateway(_) => "bad_gateway",
             GatewayError::ServiceUnavailable => "service_unavailable",
+            GatewayError::NoHealthyUpstream { .. } => "no_healthy_upstream",
             GatewayError::Busy => "busy",
             GatewayError::StorageFailed { .. } => "storage_unavailable",
             GatewayError::GatewayTimeout => "gateway_timeout",
@@ -179,6 +183,7 @@ impl GatewayError {
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             GatewayError::ServiceUnavailable
+            | GatewayError::NoHealthyUpstream { .. }
             | GatewayError::Busy
             | GatewayError::StorageFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -235,7 +240,8 @@ impl GatewayError {
                     response.insert_header((header::ALLOW, value));
                 }
             }
-            GatewayError::RateLimited { retry_after, .. } => {
+            GatewayError::RateLimited { retry_after, .. }
+            | GatewayError::NoHealthyUpstream { retry_after } => {
                 response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
             GatewayError::Busy => {

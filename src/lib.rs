@@ -1,7 +1,8 @@
 //! Portcullis: a single-node API gateway.
 //!
 //! The request path, in order: [`pipeline`] (admission, [`routing`],
-//! [`auth`], [`ratelimit`]) → [`proxy`]. Around it: [`config`], [`telemetry`]
+//! [`auth`], [`ratelimit`]) → [`proxy`] (to a URL or a service's target
+//! chosen by [`upstream`]). Around it: [`config`], [`telemetry`]
 //! (logs and metrics), [`storage`] (sled), [`state`] (what every worker
 //! shares), [`admin`] and [`app`] (listeners, signals, reload).
 #![forbid(unsafe_code)]
@@ -21,3 +22,4 @@ pub mod routing;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod upstream;

@@ -51,7 +51,12 @@ impl AppState {
     /// routes, swapping it in for new requests at once. Callers hold
     /// `routes.changes` so that no change is lost between load and swap.
     pub fn serve(&self, config: Config) -> sled::Result<Arc<Runtime>> {
-        let runtime = Arc::new(Runtime::compose(config, self.routes.load()?));
+        let previous = self.runtime.load();
+        let runtime = Arc::new(Runtime::compose(
+            config,
+            self.routes.load()?,
+            Some(&previous),
+        ));
         self.runtime.store(runtime.clone());
         Ok(runtime)
     }

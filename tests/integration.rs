@@ -46,6 +46,8 @@ mod proxying;
 mod rate_limits;
 #[path = "integration/routing.rs"]
 mod routing;
+#[path = "integration/services.rs"]
+mod services;
 #[path = "integration/smuggling.rs"]
 mod smuggling;
 #[path = "integration/tls.rs"]

@@ -36,6 +36,7 @@ impl Config {
             login: lo,
             rate_limits,
             default_rate_limits,
+            upstreams,
             routes,
         } = self;
         json!({
@@ -131,6 +132,7 @@ impl Config {
                 "fail": format!("{:?}", p.fail).to_lowercase(),
                 "roles": p.roles.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             }))).collect::<serde_json::Map<_, _>>(),
+            "upstreams": upstreams.iter().map(|(name, service)| (name.clone(), service.summary())).collect::<serde_json::Map<_, _>>(),
             "routes": routes.iter().map(|r| r.summary()).collect::<Vec<_>>(),
         })
     }

@@ -9,6 +9,7 @@ mod effective;
 mod model;
 mod rate_limits;
 mod raw;
+mod services;
 mod units;
 
 use std::fmt;
@@ -21,14 +22,17 @@ use serde::de::DeserializeOwned;
 
 pub use model::{
     parse_level, AddressPrefixes, AdminConfig, AuthPolicy, Config, LogConfig, LogFormat, LogOutput,
-    LoginConfig, Route, RouteOrigin, SameSite, ServerConfig, SessionConfig, StorageConfig,
-    TlsFiles, Upstream, UpstreamConfig,
+    LoginConfig, Route, RouteOrigin, RouteUpstream, SameSite, ServerConfig, SessionConfig,
+    StorageConfig, TlsFiles, Upstream, UpstreamConfig,
 };
 pub use rate_limits::{FailMode, KeyPart, RateLimitPolicy};
+pub use services::{
+    Balance, HealthCheck, PassiveHealth, ServiceConfig, ServiceTarget, IDEMPOTENT_METHODS,
+};
 pub use units::{parse_duration, ByteSize, HumanDuration, MAX_DURATION};
 
 use model::RawSections;
-use raw::{RawRateLimit, RawRoute};
+use raw::{RawRateLimit, RawRoute, RawService};
 
 /// The configuration `serve` uses when no `--config` is given: loopback
 /// listeners, data under `./portcullis-data`, no routes.
@@ -43,6 +47,7 @@ const SECTIONS: &[&str] = &[
     "session",
     "login",
     "rate_limits",
+    "upstreams",
     "routes",
     "profile",
 ];
@@ -246,19 +251,10 @@ fn extract_sections(figment: &Figment, errors: &mut Vec<ConfigError>) -> RawSect
         }
         Err(err) => errors.extend(err.into_iter().map(|e| describe(&e, ""))),
     }
-    // Policies and routes are deserialised one by one so that every bad
-    // entry is reported, once: a policy that could not be read is kept as
-    // `None`, so routes naming it are not told it does not exist.
-    let policies: Dict = section(figment, "rate_limits", errors);
-    let rate_limits = policies
-        .into_iter()
-        .map(|(name, value)| {
-            let before = errors.len();
-            let raw =
-                deserialize_all::<RawRateLimit>(value, &format!("rate_limits.{name}"), errors);
-            (name, (errors.len() == before).then_some(raw))
-        })
-        .collect();
+    // Policies, services and routes are deserialised one by one so that
+    // every bad entry is reported, once.
+    let rate_limits = named_entries::<RawRateLimit>(figment, "rate_limits", errors);
+    let upstreams = named_entries::<RawService>(figment, "upstreams", errors);
     let routes: Vec<Value> = section(figment, "routes", errors);
     let routes = routes
         .into_iter()
@@ -274,8 +270,28 @@ fn extract_sections(figment: &Figment, errors: &mut Vec<ConfigError>) -> RawSect
         session: section(figment, "session", errors),
         login: section(figment, "login", errors),
         rate_limits,
+        upstreams,
         routes,
     }
+}
+
+/// The entries of a `[<section>.<name>]` table, each read on its own so
+/// that every bad one is reported, once; one that could not be read is kept
+/// as `None`, so that what names it is not told it does not exist.
+fn named_entries<T: DeserializeOwned + Default>(
+    figment: &Figment,
+    section_name: &str,
+    errors: &mut Vec<ConfigError>,
+) -> std::collections::BTreeMap<String, Option<T>> {
+    let entries: Dict = section(figment, section_name, errors);
+    entries
+        .into_iter()
+        .map(|(name, value)| {
+            let before = errors.len();
+            let raw = deserialize_all::<T>(value, &format!("{section_name}.{name}"), errors);
+            (name, (errors.len() == before).then_some(raw))
+        })
+        .collect()
 }
 
 /// Validates a route made through the admin API against the running

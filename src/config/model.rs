@@ -2,6 +2,7 @@
 //! durations and compiled routes. Built from the raw layer by [`Config::from_raw`],
 //! which collects *every* problem with its key path instead of stopping at the first.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,9 +14,10 @@ use ipnet::IpNet;
 
 use super::rate_limits::{self, RateLimitPolicy};
 use super::raw::{
-    RawAdmin, RawLog, RawLogin, RawRateLimit, RawRoute, RawServer, RawSession, RawStorage,
-    RawUpstream,
+    RawAdmin, RawLog, RawLogin, RawRateLimit, RawRoute, RawServer, RawService, RawSession,
+    RawStorage, RawUpstream,
 };
+use super::services::{self, ServiceConfig};
 use super::units::HumanDuration;
 use super::{ConfigError, Profile};
 use crate::routing::PathPattern;
@@ -35,6 +37,8 @@ pub struct Config {
     pub rate_limits: Vec<Arc<RateLimitPolicy>>,
     /// `server.rate_limit`: the policies of routes that name none.
     pub default_rate_limits: Vec<Arc<RateLimitPolicy>>,
+    /// `[upstreams.<name>]`: services routes can name, by name.
+    pub upstreams: BTreeMap<String, Arc<ServiceConfig>>,
     pub routes: Vec<Route>,
 }
 
@@ -244,7 +248,7 @@ pub struct Route {
     pub pattern: PathPattern,
     /// `None` allows every method.
     pub methods: Option<Vec<Method>>,
-    pub upstream: Upstream,
+    pub upstream: RouteUpstream,
     /// Remove the pattern's leading literal segments before forwarding.
     pub strip_prefix: bool,
     /// The route's own timeout, or `server.request_timeout`.
@@ -258,6 +262,25 @@ pub struct Route {
     pub login_redirect: bool,
     /// Every policy must admit the request.
     pub rate_limits: Vec<Arc<RateLimitPolicy>>,
+}
+
+/// Where a route sends its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteUpstream {
+    /// One URL.
+    Url(Upstream),
+    /// A `[upstreams.<name>]` service, by name.
+    Service(Arc<str>),
+}
+
+impl RouteUpstream {
+    /// As configured: the URL or the service's name.
+    pub fn label(&self) -> &str {
+        match self {
+            RouteUpstream::Url(upstream) => &upstream.url,
+            RouteUpstream::Service(name) => name,
+        }
+    }
 }
 
 /// Where a route was defined.
@@ -304,7 +327,7 @@ impl Route {
             "origin": self.origin.as_str(),
             "path": self.path,
             "methods": self.methods.as_ref().map(|m| m.iter().map(Method::as_str).collect::<Vec<_>>()),
-            "upstream": self.upstream.url,
+            "upstream": self.upstream.label(),
             "strip_prefix": self.strip_prefix,
             "timeout": humantime::format_duration(self.timeout).to_string(),
             "preserve_host": self.preserve_host,
@@ -330,7 +353,7 @@ impl Route {
             path: path.to_owned(),
             pattern: PathPattern::parse(path).unwrap(),
             methods: methods.map(|m| m.iter().map(|m| m.parse().unwrap()).collect()),
-            upstream: Upstream::parse("http://127.0.0.1:1").unwrap(),
+            upstream: RouteUpstream::Url(Upstream::parse("http://127.0.0.1:1").unwrap()),
             strip_prefix: false,
             timeout: Duration::from_secs(1),
             preserve_host: false,
@@ -387,6 +410,11 @@ impl<'a> Errors<'a> {
         Errors(errors)
     }
 
+    /// Problems recorded so far, to tell whether a part added any.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError::new(path, message));
     }
@@ -398,7 +426,7 @@ impl<'a> Errors<'a> {
 }
 
 /// A duration that must not be zero, or `default` when unset.
-fn positive(
+pub(super) fn positive(
     errors: &mut Errors,
     path: &str,
     value: Option<HumanDuration>,
@@ -443,7 +471,9 @@ pub(super) struct RawSections {
     pub session: RawSession,
     pub login: RawLogin,
     /// Every policy declared; `None` for one that could not be read.
-    pub rate_limits: std::collections::BTreeMap<String, Option<RawRateLimit>>,
+    pub rate_limits: BTreeMap<String, Option<RawRateLimit>>,
+    /// Every service declared; `None` for one that could not be read.
+    pub upstreams: BTreeMap<String, Option<RawService>>,
     pub routes: Vec<RawRoute>,
 }
 
@@ -467,6 +497,8 @@ impl Config {
         let session = session_config(&mut e, raw.session, profile);
         let login = login_config(&mut e, raw.login);
         let policies = rate_limits::policies(&mut e, raw.rate_limits);
+        let declared_services = raw.upstreams.keys().cloned().collect();
+        let upstreams = services::services(&mut e, raw.upstreams);
         let default_limits = rate_limits::attach(
             &mut e,
             "server.rate_limit",
@@ -478,6 +510,7 @@ impl Config {
             default_timeout: server.request_timeout,
             policies,
             default_limits,
+            services: declared_services,
         };
         let routes = routes_config(&mut e, raw.routes, &context);
         (errors.len() == before).then_some(Config {
@@ -491,6 +524,7 @@ impl Config {
             login,
             rate_limits: context.policies.usable.into_values().collect(),
             default_rate_limits: context.default_limits,
+            upstreams,
             routes,
         })
     }
@@ -1118,6 +1152,8 @@ pub(super) struct RouteContext {
     pub default_timeout: Duration,
     pub policies: rate_limits::Policies,
     pub default_limits: Vec<Arc<RateLimitPolicy>>,
+    /// Every service name declared, usable or not.
+    pub services: std::collections::BTreeSet<String>,
 }
 
 impl RouteContext {
@@ -1127,6 +1163,7 @@ impl RouteContext {
             default_timeout: config.server.request_timeout,
             policies: rate_limits::Policies::from_usable(&config.rate_limits),
             default_limits: config.default_rate_limits.clone(),
+            services: config.upstreams.keys().cloned().collect(),
         }
     }
 }
@@ -1201,7 +1238,7 @@ pub(super) fn route_config(
             e.push(key("upstream"), "is required");
             None
         }
-        Some(u) => e.check(&key("upstream"), Upstream::parse(&u)),
+        Some(u) => e.check(&key("upstream"), route_upstream(&u, &context.services)),
     };
     let timeout = positive(e, &key("timeout"), timeout, context.default_timeout);
     let (id, pattern, upstream, path) = (id?, pattern?, upstream?, path?);
@@ -1220,6 +1257,28 @@ pub(super) fn route_config(
         login_redirect: login_redirect.unwrap_or(false),
         rate_limits: route_limits,
     })
+}
+
+/// A route's `upstream`: a URL, or the name of a declared service.
+fn route_upstream(
+    text: &str,
+    services: &std::collections::BTreeSet<String>,
+) -> Result<RouteUpstream, String> {
+    if text.contains("://") || !services::valid_name(text) {
+        return Upstream::parse(text).map(RouteUpstream::Url);
+    }
+    if services.contains(text) {
+        return Ok(RouteUpstream::Service(text.into()));
+    }
+    let known: Vec<&str> = services.iter().map(String::as_str).collect();
+    Err(format!(
+        "{text:?} is neither an http(s) URL nor a service in [upstreams] (defined: {})",
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        }
+    ))
 }
 
 /// A `log.level` name.
@@ -1282,7 +1341,7 @@ fn route_policy(
     }
 }
 
-fn parse_method(text: &str) -> Result<Method, String> {
+pub(super) fn parse_method(text: &str) -> Result<Method, String> {
     let upper = text.to_ascii_uppercase();
     match upper.as_str() {
         "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "TRACE" => {

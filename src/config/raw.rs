@@ -59,6 +59,48 @@ pub struct RawUpstream {
     pub idle_timeout: Option<HumanDuration>,
 }
 
+/// One `[upstreams.<name>]` service: several targets behind one name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub targets: Option<Vec<RawTarget>>,
+    pub balance: Option<String>,
+    pub retries: Option<u32>,
+    pub retry_methods: Option<Vec<String>>,
+    pub panic_threshold: Option<u8>,
+    pub health: Option<RawHealthCheck>,
+    pub passive: Option<RawPassive>,
+}
+
+/// A service's target: a URL, or a URL with a weight.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawTarget {
+    Url(String),
+    Weighted { url: String, weight: Option<u32> },
+}
+
+/// `[upstreams.<name>.health]`: active checks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: Option<String>,
+    pub interval: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+    pub fall: Option<u32>,
+    pub rise: Option<u32>,
+    pub statuses: Option<Vec<String>>,
+}
+
+/// `[upstreams.<name>.passive]`: ejection on failed requests.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassive {
+    pub consecutive_failures: Option<u32>,
+    pub ejection_time: Option<HumanDuration>,
+    pub max_ejection_time: Option<HumanDuration>,
+}
+
 /// `[admin]`: the operations listener.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

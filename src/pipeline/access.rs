@@ -180,7 +180,8 @@ impl Completion {
                 .inc();
             slog::warn!(self.state.logging.logger, "upstream request failed";
                 "route" => route_id,
-                "upstream" => ctx.route().map_or("none", |r| r.upstream.url.as_str()),
+                "upstream" => ctx.route().map_or("none", |r| r.upstream.label()),
+                "target" => ctx.target.as_ref().map_or("", |t| t.url()),
                 "kind" => kind,
                 "error" => ctx.upstream_error.as_deref().unwrap_or("timed out"),
                 "request_id" => &ctx.request_id);
@@ -307,8 +308,13 @@ impl KV for AccessLine<'_> {
         }
         s.emit_str("route", self.route_id)?;
         match ctx.route() {
-            Some(route) => s.emit_str("upstream", &route.upstream.url)?,
+            Some(route) => s.emit_str("upstream", route.upstream.label())?,
             None => s.emit_none("upstream")?,
+        }
+        // Only for services: which target answered, after how many tries.
+        if let Some(target) = &ctx.target {
+            s.emit_str("target", target.url())?;
+            s.emit_u32("tries", ctx.tries)?;
         }
         match &ctx.principal {
             Some((user, session)) => {

@@ -33,6 +33,11 @@ pub struct RequestCtx {
     /// Index of the matched route in `runtime.routes`.
     pub route: Option<usize>,
     pub upstream_time: Option<Duration>,
+    /// Requests sent upstream for this one: 0 when none was, more than 1
+    /// when it was retried.
+    pub tries: u32,
+    /// The service target that answered (or failed last).
+    pub target: Option<Arc<crate::upstream::Target>>,
     pub bytes_in: u64,
     /// The error code when the gateway produced the response itself.
     pub error: Option<&'static str>,
@@ -78,6 +83,8 @@ impl RequestCtx {
             conn: Connection::of(req).cloned(),
             route: None,
             upstream_time: None,
+            tries: 0,
+            target: None,
             bytes_in: 0,
             error: None,
             upstream_failure: None,
@@ -121,6 +128,7 @@ impl RequestCtx {
         self.upstream_failure = match error {
             GatewayError::BadGateway(kind) => Some(kind.as_str()),
             GatewayError::GatewayTimeout => Some("timeout"),
+            GatewayError::NoHealthyUpstream { .. } => Some("no_healthy_upstream"),
             _ => None,
         };
     }

@@ -40,6 +40,7 @@ use crate::route_store::{self, ApiRoute};
 use crate::routing::{self, RouteMiss, RouteTable};
 use crate::state::AppState;
 use crate::storage::RouteRecord;
+use crate::upstream::Services;
 
 /// `X-Request-Id`, sent upstream and back to the client.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(request_id::HEADER);
@@ -59,21 +60,30 @@ pub struct Runtime {
     pub routes: RouteTable,
     /// The stored API routes and whether each is served.
     pub api_routes: Vec<Arc<ApiRoute>>,
+    /// The `[upstreams]` services and their targets' health.
+    pub services: Arc<Services>,
 }
 
 impl Runtime {
     /// The file's routes alone.
     pub fn new(config: Config) -> Runtime {
-        Runtime::compose(config, Vec::new())
+        Runtime::compose(config, Vec::new(), None)
     }
 
-    /// The file's routes and the stored API routes (see [`route_store`](crate::route_store)).
-    pub fn compose(config: Config, api_routes: Vec<RouteRecord>) -> Runtime {
+    /// The file's routes and the stored API routes (see [`route_store`](crate::route_store)),
+    /// keeping the health of every target `previous` already served.
+    pub fn compose(
+        config: Config,
+        api_routes: Vec<RouteRecord>,
+        previous: Option<&Runtime>,
+    ) -> Runtime {
         let (routes, api_routes) = route_store::compose(&config, api_routes);
+        let services = Services::build(config.upstreams.values(), previous.map(|p| &*p.services));
         Runtime {
             config,
             routes: RouteTable::new(routes),
             api_routes,
+            services: Arc::new(services),
         }
     }
 }

@@ -3,6 +3,7 @@
 mod body;
 pub mod headers;
 pub mod probe;
+mod retry;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -16,7 +17,9 @@ use awc::error::{ConnectError, SendRequestError};
 
 pub use body::{read_body, BodyFailure, BodyOutcome};
 
-use crate::config::{Config, Route, ServerConfig, Upstream, UpstreamConfig};
+use retry::HeldBody;
+
+use crate::config::{Config, Route, RouteUpstream, ServerConfig, Upstream, UpstreamConfig};
 use crate::error::{GatewayError, UpstreamFailure};
 use crate::listener::Connection;
 use crate::pipeline::RequestCtx;
@@ -48,6 +51,11 @@ impl UpstreamClient {
             .finish();
         UpstreamClient { client }
     }
+
+    /// The pooled client itself, for requests of the gateway's own (health checks).
+    pub fn http(&self) -> &awc::Client {
+        &self.client
+    }
 }
 
 /// The rustls client configuration for `https://` upstreams: the system's root
@@ -63,7 +71,8 @@ pub fn client_tls_config() -> (Arc<rustls::ClientConfig>, usize) {
     (Arc::new(config), added)
 }
 
-/// Forwards the request to the route's upstream and streams the response back.
+/// Forwards the request to the route's upstream (its URL, or a target of
+/// its service) and streams the response back.
 pub async fn forward(
     client: &UpstreamClient,
     req: &HttpRequest,
@@ -73,22 +82,75 @@ pub async fn forward(
     config: &Config,
     ctx: &mut RequestCtx,
 ) -> Result<HttpResponse, GatewayError> {
-    let server = &config.server;
-    let session = &config.session;
     let (prefix, rest) = if route.strip_prefix {
         split_segments(path, route.pattern.literal_prefix_segments())
     } else {
         ("", path)
     };
-    let uri = upstream_uri(&route.upstream, rest, req.uri().query())?;
-    let mut upstream = client
-        .client
-        .request(req.method().clone(), uri)
-        .no_decompress()
-        .timeout(route.timeout);
-    {
+    let outgoing = Outgoing {
+        client,
+        req,
+        route,
+        config,
+        prefix,
+        rest,
+    };
+    match &route.upstream {
+        RouteUpstream::Url(upstream) => {
+            let request = outgoing.request(upstream, ctx)?;
+            let outcome = Rc::new(BodyOutcome::default());
+            let body = request_body(
+                req,
+                payload,
+                &config.server,
+                outcome.clone(),
+                ctx.conn.clone(),
+            )?;
+            ctx.tries = 1;
+            let response = exchange(request.timeout(route.timeout), body, &outcome, ctx).await?;
+            Ok(client_response(req.method(), response))
+        }
+        RouteUpstream::Service(name) => {
+            let Some(service) = ctx.runtime.services.get(name).cloned() else {
+                // Validation lets no route name a missing service.
+                return Err(GatewayError::Internal);
+            };
+            let body = HeldBody::take(req, payload, &config.server, &service, ctx).await?;
+            retry::forward(&outgoing, &service, body, ctx).await
+        }
+    }
+}
+
+/// What every try of one request shares: the request, its route and the
+/// path to send.
+struct Outgoing<'a> {
+    client: &'a UpstreamClient,
+    req: &'a HttpRequest,
+    route: &'a Route,
+    config: &'a Config,
+    /// The literal prefix stripped from the path, if any.
+    prefix: &'a str,
+    rest: &'a str,
+}
+
+impl Outgoing<'_> {
+    /// The request to `upstream`, its headers cleaned and completed.
+    fn request(
+        &self,
+        upstream: &Upstream,
+        ctx: &mut RequestCtx,
+    ) -> Result<awc::ClientRequest, GatewayError> {
+        let (req, route) = (self.req, self.route);
+        let server = &self.config.server;
+        let session = &self.config.session;
+        let uri = upstream_uri(upstream, self.rest, req.uri().query())?;
+        let mut request = self
+            .client
+            .client
+            .request(req.method().clone(), uri)
+            .no_decompress();
         let host = request_host(req);
-        let outbound = upstream.headers_mut();
+        let outbound = request.headers_mut();
         // Identity headers are the gateway's alone: client-supplied copies
         // never pass, nor look-alikes with '_' for '-' (CGI-style upstreams
         // read `X_User_Id` as `X-User-Id`).
@@ -103,7 +165,7 @@ pub async fn forward(
             client: ctx.client_ip,
             https: ctx.conn.as_ref().is_some_and(|conn| conn.is_tls()),
             host: host.clone(),
-            stripped_prefix: (!prefix.is_empty()).then_some(prefix),
+            stripped_prefix: (!self.prefix.is_empty()).then_some(self.prefix),
             allow_underscores: server.allow_underscore_headers,
         };
         headers::copy_end_to_end(req.headers(), outbound, |name| {
@@ -136,35 +198,39 @@ pub async fn forward(
             if let Some(host) = host {
                 outbound.insert(header::HOST, host);
             }
-        } else if let Ok(host) = HeaderValue::from_str(route.upstream.authority.as_str()) {
+        } else if let Ok(host) = HeaderValue::from_str(upstream.authority.as_str()) {
             outbound.insert(header::HOST, host);
         }
         if ctx.probe {
             ctx.sent_headers = Some(outbound.clone());
         }
+        Ok(request)
     }
+}
 
-    let outcome = Rc::new(BodyOutcome::default());
-    let body = request_body(req, payload, server, outcome.clone(), ctx.conn.clone())?;
+/// Sends one request and waits for the response head, recording the time
+/// it took and, on failure, why.
+async fn exchange(
+    request: awc::ClientRequest,
+    body: BoxBody,
+    outcome: &BodyOutcome,
+    ctx: &mut RequestCtx,
+) -> Result<awc::ClientResponse, GatewayError> {
     let sent = Instant::now();
-    let result = upstream.send_body(body).await;
+    let result = request.send_body(body).await;
     ctx.upstream_time = Some(sent.elapsed());
     ctx.bytes_in = outcome.bytes.get();
-    let response = match result {
-        Ok(response) => response,
-        Err(err) => {
-            let error = classify(&err, outcome.failure.get());
-            if matches!(
-                error,
-                GatewayError::BadGateway(_) | GatewayError::GatewayTimeout
-            ) {
-                // Why, in the operator's words (the OS error, the TLS problem), for the log.
-                ctx.upstream_error = Some(err.to_string());
-            }
-            return Err(error);
+    result.map_err(|err| {
+        let error = classify(&err, outcome.failure.get());
+        if matches!(
+            error,
+            GatewayError::BadGateway(_) | GatewayError::GatewayTimeout
+        ) {
+            // Why, in the operator's words (the OS error, the TLS problem), for the log.
+            ctx.upstream_error = Some(err.to_string());
         }
-    };
-    Ok(client_response(req.method(), response))
+        error
+    })
 }
 
 /// The host the client asked for: the authority of an absolute-form target

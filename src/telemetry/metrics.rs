@@ -29,6 +29,12 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     pub head_timeouts: IntCounterVec,
     pub password_verifications: IntCounter,
+    pub upstream_target_requests: IntCounterVec,
+    pub upstream_target_failures: IntCounterVec,
+    pub upstream_ejections: IntCounterVec,
+    pub upstream_target_healthy: IntGaugeVec,
+    pub upstream_panic: IntGaugeVec,
+    pub upstream_retries: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -161,6 +167,54 @@ impl Metrics {
             "Passwords checked with argon2 (logins that got as far as hashing)",
         )
         .expect("valid metric");
+        let upstream_target_requests = IntCounterVec::new(
+            Opts::new(
+                "upstream_target_requests_total",
+                "Requests sent to each target of an upstream service (every try)",
+            ),
+            &["service", "target"],
+        )
+        .expect("valid metric");
+        let upstream_target_failures = IntCounterVec::new(
+            Opts::new(
+                "upstream_target_failures_total",
+                "Tries that failed on each target: connect errors, timeouts, 502, 503 and 504",
+            ),
+            &["service", "target"],
+        )
+        .expect("valid metric");
+        let upstream_ejections = IntCounterVec::new(
+            Opts::new(
+                "upstream_ejections_total",
+                "Times each target was ejected after failed requests",
+            ),
+            &["service", "target"],
+        )
+        .expect("valid metric");
+        let upstream_target_healthy = IntGaugeVec::new(
+            Opts::new(
+                "upstream_target_healthy",
+                "1 when a target takes requests (up, not ejected, not failing its checks), else 0",
+            ),
+            &["service", "target"],
+        )
+        .expect("valid metric");
+        let upstream_panic = IntGaugeVec::new(
+            Opts::new(
+                "upstream_panic",
+                "1 while a service spreads requests over all its targets because too few are healthy",
+            ),
+            &["service"],
+        )
+        .expect("valid metric");
+        let upstream_retries = IntCounterVec::new(
+            Opts::new(
+                "upstream_retries_total",
+                "Retries sent to an upstream service",
+            ),
+            &["service"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -181,6 +235,12 @@ impl Metrics {
             Box::new(connections_refused.clone()),
             Box::new(head_timeouts.clone()),
             Box::new(password_verifications.clone()),
+            Box::new(upstream_target_requests.clone()),
+            Box::new(upstream_target_failures.clone()),
+            Box::new(upstream_ejections.clone()),
+            Box::new(upstream_target_healthy.clone()),
+            Box::new(upstream_panic.clone()),
+            Box::new(upstream_retries.clone()),
         ] {
             registry
                 .register(collector)
@@ -213,6 +273,12 @@ impl Metrics {
             connections_refused,
             head_timeouts,
             password_verifications,
+            upstream_target_requests,
+            upstream_target_failures,
+            upstream_ejections,
+            upstream_target_healthy,
+            upstream_panic,
+            upstream_retries,
         }
     }
 

@@ -1020,7 +1020,11 @@ mod tests {
         }
         drop(turn_tx);
         other.join().unwrap();
-        let got: Vec<String> = all(&log).iter().rev().map(|e| e.request_id().to_owned()).collect();
+        let got: Vec<String> = all(&log)
+            .iter()
+            .rev()
+            .map(|e| e.request_id().to_owned())
+            .collect();
         let expected: Vec<String> = (0..20).map(|n| format!("id{n:02}")).collect();
         assert_eq!(got, expected);
     }

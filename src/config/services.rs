@@ -1,0 +1,436 @@
+//! `[upstreams.<name>]`: services of several targets that routes name
+//! instead of one URL, with how to balance, check and retry them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::Method;
+
+use super::model::{positive, Errors, Upstream};
+use super::raw::{RawHealthCheck, RawPassive, RawService, RawTarget};
+
+/// Most targets one service may list.
+pub const MAX_TARGETS: usize = 256;
+/// Largest weight of one target.
+pub const MAX_WEIGHT: u32 = 100;
+
+/// A validated upstream service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub name: Arc<str>,
+    pub targets: Vec<ServiceTarget>,
+    pub balance: Balance,
+    /// Further tries after the first, each on another target when there is one.
+    pub retries: u32,
+    /// Methods retried after the request reached a target (a `502`, `503`
+    /// or `504`, or a timeout); any method is retried when it never did.
+    pub retry_methods: Vec<Method>,
+    /// Below this share of healthy targets (percent), requests go to all
+    /// of them; 0 never does.
+    pub panic_threshold: u8,
+    /// Active checks; none unless a path is set.
+    pub health: Option<HealthCheck>,
+    pub passive: PassiveHealth,
+}
+
+impl ServiceConfig {
+    /// The service in the keys of its `[upstreams.<name>]` section.
+    pub fn summary(&self) -> serde_json::Value {
+        let duration = |d: Duration| humantime::format_duration(d).to_string();
+        serde_json::json!({
+            "targets": self.targets.iter().map(|t| serde_json::json!({
+                "url": t.upstream.url,
+                "weight": t.weight,
+            })).collect::<Vec<_>>(),
+            "balance": self.balance.as_str(),
+            "retries": self.retries,
+            "retry_methods": self.retry_methods.iter().map(Method::as_str).collect::<Vec<_>>(),
+            "panic_threshold": self.panic_threshold,
+            "health": self.health.as_ref().map(|h| serde_json::json!({
+                "path": h.path,
+                "interval": duration(h.interval),
+                "timeout": duration(h.timeout),
+                "fall": h.fall,
+                "rise": h.rise,
+                "statuses": h.statuses.iter().map(|s| match *s {
+                    StatusMatch::Class(c) => format!("{c}xx"),
+                    StatusMatch::Exact(code) => code.to_string(),
+                }).collect::<Vec<_>>(),
+            })),
+            "passive": {
+                "consecutive_failures": self.passive.consecutive_failures,
+                "ejection_time": duration(self.passive.ejection_time),
+                "max_ejection_time": duration(self.passive.max_ejection_time),
+            },
+        })
+    }
+}
+
+/// One target of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceTarget {
+    pub upstream: Upstream,
+    pub weight: u32,
+}
+
+/// How a service spreads requests over its targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// The less busy (per weight) of two targets picked at random.
+    LeastRequests,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastRequests => "least_requests",
+        }
+    }
+}
+
+/// `[upstreams.<name>.health]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path (and query) requested with GET on each target.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failed checks that take a target down.
+    pub fall: u32,
+    /// Consecutive good checks that bring it back.
+    pub rise: u32,
+    /// Statuses that count as good: classes (`2`) or exact codes.
+    pub statuses: Vec<StatusMatch>,
+}
+
+/// An expected status: a class (`"2xx"`) or one code (`"204"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    Class(u16),
+    Exact(u16),
+}
+
+impl HealthCheck {
+    /// Whether a check answered with `status` passes.
+    pub fn passes(&self, status: u16) -> bool {
+        self.statuses.iter().any(|m| match *m {
+            StatusMatch::Class(class) => status / 100 == class,
+            StatusMatch::Exact(code) => status == code,
+        })
+    }
+}
+
+/// `[upstreams.<name>.passive]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveHealth {
+    /// Consecutive failed requests (connect errors, timeouts, `502`-`504`)
+    /// that eject a target; 0 never does.
+    pub consecutive_failures: u32,
+    /// The first ejection's length; each further one in a row doubles it.
+    pub ejection_time: Duration,
+    pub max_ejection_time: Duration,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        PassiveHealth {
+            consecutive_failures: 5,
+            ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The methods retried after a request reached a target, by default.
+pub const IDEMPOTENT_METHODS: [Method; 5] = [
+    Method::GET,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::PUT,
+    Method::DELETE,
+];
+
+/// Whether `name` can name a service: what a route's `upstream` holds when
+/// it is not a URL.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// Validates every service (`None`: its section could not be read, which
+/// is already reported).
+pub(super) fn services(
+    e: &mut Errors,
+    raw: BTreeMap<String, Option<RawService>>,
+) -> BTreeMap<String, Arc<ServiceConfig>> {
+    let mut out = BTreeMap::new();
+    for (name, raw) in raw {
+        if !valid_name(&name) {
+            e.push(
+                format!("upstreams.{name}"),
+                "a service name is 1-64 letters, digits, '-', '_' and '.'",
+            );
+            continue;
+        }
+        let Some(raw) = raw else { continue };
+        if let Some(service) = service(e, &name, raw) {
+            out.insert(name, Arc::new(service));
+        }
+    }
+    out
+}
+
+fn service(e: &mut Errors, name: &str, raw: RawService) -> Option<ServiceConfig> {
+    let RawService {
+        targets,
+        balance,
+        retries,
+        retry_methods,
+        panic_threshold,
+        health,
+        passive,
+    } = raw;
+    let path = |field: &str| format!("upstreams.{name}.{field}");
+    let before = e.len();
+    let targets = match targets {
+        None => {
+            e.push(path("targets"), "is required (a list of URLs)");
+            Vec::new()
+        }
+        Some(list) if list.is_empty() || list.len() > MAX_TARGETS => {
+            e.push(
+                path("targets"),
+                format!("must list 1 to {MAX_TARGETS} targets"),
+            );
+            Vec::new()
+        }
+        Some(list) => list
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, raw)| target(e, &path(&format!("targets[{i}]")), raw))
+            .collect(),
+    };
+    for (i, t) in targets.iter().enumerate() {
+        if targets[..i]
+            .iter()
+            .any(|o| o.upstream.url == t.upstream.url)
+        {
+            e.push(
+                path("targets"),
+                format!(
+                    "{:?} is listed twice (give it a weight instead)",
+                    t.upstream.url
+                ),
+            );
+        }
+    }
+    let balance = match balance.as_deref().unwrap_or("round_robin") {
+        "round_robin" => Balance::RoundRobin,
+        "least_requests" => Balance::LeastRequests,
+        other => {
+            e.push(
+                path("balance"),
+                format!("{other:?} is not one of round_robin, least_requests"),
+            );
+            Balance::RoundRobin
+        }
+    };
+    let retry_methods = match retry_methods {
+        None => IDEMPOTENT_METHODS.to_vec(),
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                e.check(
+                    &path(&format!("retry_methods[{i}]")),
+                    super::model::parse_method(m),
+                )
+            })
+            .collect(),
+    };
+    let panic_threshold = match panic_threshold {
+        Some(p) if p > 100 => {
+            e.push(path("panic_threshold"), "is a percentage, 0 to 100");
+            50
+        }
+        p => p.unwrap_or(50),
+    };
+    let health = health.and_then(|raw| health_check(e, &path("health"), raw));
+    let passive = passive.map_or_else(PassiveHealth::default, |raw| {
+        passive_health(e, &path("passive"), raw)
+    });
+    let retries = match retries {
+        Some(n) if n > 5 => {
+            e.push(path("retries"), "must be at most 5");
+            1
+        }
+        n => n.unwrap_or(1),
+    };
+    (e.len() == before).then(|| ServiceConfig {
+        name: name.into(),
+        targets,
+        balance,
+        retries,
+        retry_methods,
+        panic_threshold,
+        health,
+        passive,
+    })
+}
+
+fn target(e: &mut Errors, path: &str, raw: RawTarget) -> Option<ServiceTarget> {
+    let (url, weight) = match raw {
+        RawTarget::Url(url) => (url, None),
+        RawTarget::Weighted { url, weight } => (url, weight),
+    };
+    let weight = match weight {
+        Some(w) if w == 0 || w > MAX_WEIGHT => {
+            e.push(
+                format!("{path}.weight"),
+                format!("must be 1 to {MAX_WEIGHT}"),
+            );
+            return None;
+        }
+        w => w.unwrap_or(1),
+    };
+    let upstream = e.check(path, Upstream::parse(&url))?;
+    Some(ServiceTarget { upstream, weight })
+}
+
+fn health_check(e: &mut Errors, path: &str, raw: RawHealthCheck) -> Option<HealthCheck> {
+    let RawHealthCheck {
+        path: check_path,
+        interval,
+        timeout,
+        fall,
+        rise,
+        statuses,
+    } = raw;
+    let key = |field: &str| format!("{path}.{field}");
+    let check_path = match check_path {
+        None => {
+            e.push(
+                key("path"),
+                "is required to check targets (e.g. \"/healthz\")",
+            );
+            return None;
+        }
+        Some(p) if !p.starts_with('/') || p.parse::<actix_web::http::Uri>().is_err() => {
+            e.push(
+                key("path"),
+                format!("{p:?} must be a path starting with '/'"),
+            );
+            return None;
+        }
+        Some(p) => p,
+    };
+    let interval = positive(e, &key("interval"), interval, Duration::from_secs(5));
+    let timeout = positive(e, &key("timeout"), timeout, Duration::from_secs(2));
+    let mut count = |field: &str, value: Option<u32>, default: u32| match value {
+        Some(0) => {
+            e.push(key(field), "must be at least 1");
+            default
+        }
+        v => v.unwrap_or(default),
+    };
+    let fall = count("fall", fall, 3);
+    let rise = count("rise", rise, 2);
+    let statuses = match statuses {
+        None => vec![StatusMatch::Class(2), StatusMatch::Class(3)],
+        Some(list) if list.is_empty() => {
+            e.push(key("statuses"), "must list at least one status");
+            Vec::new()
+        }
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| e.check(&key(&format!("statuses[{i}]")), status_match(s)))
+            .collect(),
+    };
+    Some(HealthCheck {
+        path: check_path,
+        interval,
+        timeout,
+        fall,
+        rise,
+        statuses,
+    })
+}
+
+fn status_match(text: &str) -> Result<StatusMatch, String> {
+    let bad = || format!("{text:?} is not a status (\"204\") or a class (\"2xx\")");
+    match text.strip_suffix("xx") {
+        Some(class) => match class.parse::<u16>() {
+            Ok(c @ 1..=5) if class.len() == 1 => Ok(StatusMatch::Class(c)),
+            _ => Err(bad()),
+        },
+        None => match text.parse::<u16>() {
+            Ok(code @ 100..=599) => Ok(StatusMatch::Exact(code)),
+            _ => Err(bad()),
+        },
+    }
+}
+
+fn passive_health(e: &mut Errors, path: &str, raw: RawPassive) -> PassiveHealth {
+    let RawPassive {
+        consecutive_failures,
+        ejection_time,
+        max_ejection_time,
+    } = raw;
+    let default = PassiveHealth::default();
+    let key = |field: &str| format!("{path}.{field}");
+    let ejection_time = positive(
+        e,
+        &key("ejection_time"),
+        ejection_time,
+        default.ejection_time,
+    );
+    let max_ejection_time = positive(
+        e,
+        &key("max_ejection_time"),
+        max_ejection_time,
+        default.max_ejection_time.max(ejection_time),
+    );
+    if max_ejection_time < ejection_time {
+        e.push(
+            key("max_ejection_time"),
+            "must not be shorter than ejection_time",
+        );
+    }
+    PassiveHealth {
+        consecutive_failures: consecutive_failures.unwrap_or(default.consecutive_failures),
+        ejection_time,
+        max_ejection_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_parse_as_classes_or_codes() {
+        assert_eq!(status_match("2xx"), Ok(StatusMatch::Class(2)));
+        assert_eq!(status_match("204"), Ok(StatusMatch::Exact(204)));
+        for bad in ["6xx", "22xx", "xx", "42", "abc", "600"] {
+            assert!(status_match(bad).is_err(), "{bad}");
+        }
+        let check = HealthCheck {
+            path: "/".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            fall: 1,
+            rise: 1,
+            statuses: vec![StatusMatch::Class(2), StatusMatch::Exact(404)],
+        };
+        assert!(check.passes(200) && check.passes(299) && check.passes(404));
+        assert!(!check.passes(301) && !check.passes(500));
+    }
+}

@@ -1,0 +1,439 @@
+//! Upstream services: several targets behind one name, the choice of one
+//! for each request, and their health (passive ejection here, active checks
+//! in [`checks`]). One view of each target is shared by every worker.
+//!
+//! A service's state outlives configuration reloads: a reload that keeps
+//! a target (same service, same URL) keeps its health and counters.
+
+pub mod checks;
+mod target;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use rand::Rng as _;
+
+use crate::config::{Balance, ServiceConfig};
+
+pub use target::{Availability, Change, Target, Verdict};
+
+/// Every service of one configuration, by name.
+#[derive(Default)]
+pub struct Services {
+    by_name: HashMap<Arc<str>, Arc<Service>>,
+}
+
+impl Services {
+    /// The services of `configs`, keeping the state of every target that
+    /// `previous` already had.
+    pub fn build<'a>(
+        configs: impl IntoIterator<Item = &'a Arc<ServiceConfig>>,
+        previous: Option<&Services>,
+    ) -> Services {
+        let by_name = configs
+            .into_iter()
+            .map(|config| {
+                let before = previous.and_then(|p| p.get(&config.name));
+                let service = Arc::new(Service::new(config.clone(), before));
+                (config.name.clone(), service)
+            })
+            .collect();
+        Services { by_name }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Service>> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Service>> {
+        self.by_name.values()
+    }
+}
+
+/// A service and its targets' shared state.
+pub struct Service {
+    pub config: Arc<ServiceConfig>,
+    pub targets: Vec<Arc<Target>>,
+    /// Smooth weighted round robin: target indices in the order they take
+    /// turns, one entry per unit of weight.
+    schedule: Vec<u16>,
+    turn: AtomicUsize,
+    /// Whether the service last spread requests over all its targets
+    /// because too few were healthy.
+    panicking: AtomicBool,
+    /// Retries sent, for metrics.
+    pub(crate) retries: AtomicU64,
+    /// Requests retrying now, for the retry budget.
+    retrying: AtomicU32,
+}
+
+/// Retries may be at most this share (percent) of the requests in flight...
+const RETRY_BUDGET_PERCENT: u32 = 20;
+/// ...or this many, whichever is more.
+const RETRY_BUDGET_MIN: u32 = 3;
+
+/// Targets a request has already tried, by index (services have at most
+/// 256 targets).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tried([u64; 4]);
+
+impl Tried {
+    pub fn add(&mut self, index: usize) {
+        self.0[index / 64] |= 1 << (index % 64);
+    }
+
+    pub fn contains(&self, index: usize) -> bool {
+        self.0[index / 64] & (1 << (index % 64)) != 0
+    }
+}
+
+/// Why no target was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoTarget {
+    /// None is healthy (or untried).
+    NoneHealthy,
+}
+
+/// What a pick changed about the service as a whole, to log and count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanicChange {
+    Entered,
+    Left,
+}
+
+impl Service {
+    fn new(config: Arc<ServiceConfig>, previous: Option<&Arc<Service>>) -> Service {
+        let targets = config
+            .targets
+            .iter()
+            .map(|t| {
+                previous
+                    .and_then(|p| p.targets.iter().find(|old| old.config == *t))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Target::new(t.clone())))
+            })
+            .collect();
+        let weights: Vec<u32> = config.targets.iter().map(|t| t.weight).collect();
+        Service {
+            schedule: smooth_schedule(&weights),
+            config,
+            targets,
+            turn: AtomicUsize::new(0),
+            panicking: AtomicBool::new(previous.is_some_and(|p| p.panicking())),
+            retries: AtomicU64::new(0),
+            retrying: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether too few targets are healthy, so requests go to all of them.
+    pub fn panicking(&self) -> bool {
+        self.panicking.load(Ordering::Relaxed)
+    }
+
+    /// Chooses a target for a request, not one in `tried` when another is
+    /// available. Returns the choice and, when this pick changed it,
+    /// whether the service went into or out of panic mode.
+    pub fn pick(&self, tried: &Tried) -> (Result<Picked, NoTarget>, Option<PanicChange>) {
+        let now = now_ms();
+        let mut healthy = Tried::default();
+        let mut healthy_count = 0usize;
+        for (i, target) in self.targets.iter().enumerate() {
+            match target.availability(now) {
+                Availability::Up => {
+                    healthy.add(i);
+                    healthy_count += 1;
+                }
+                // The one trial request goes first, so a recovered target
+                // is found out as soon as its ejection is over.
+                Availability::TrialDue if !tried.contains(i) && target.claim_trial() => {
+                    return (Ok(self.picked(i, true)), None);
+                }
+                _ => {}
+            }
+        }
+        let threshold = usize::from(self.config.panic_threshold);
+        let panic = healthy_count * 100 < threshold * self.targets.len();
+        let change = match (panic, self.panicking.swap(panic, Ordering::Relaxed)) {
+            (true, false) => Some(PanicChange::Entered),
+            (false, true) => Some(PanicChange::Left),
+            _ => None,
+        };
+        let eligible = |i: usize| !tried.contains(i) && (panic || healthy.contains(i));
+        let chosen = match self.config.balance {
+            Balance::RoundRobin => self.round_robin(eligible),
+            Balance::LeastRequests => self.least_requests(eligible),
+        };
+        let picked = chosen
+            .map(|i| self.picked(i, false))
+            .ok_or(NoTarget::NoneHealthy);
+        (picked, change)
+    }
+
+    fn round_robin(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        let len = self.schedule.len();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        (0..len)
+            .map(|k| usize::from(self.schedule[(start + k) % len]))
+            .find(|&i| eligible(i))
+    }
+
+    /// Power of two random choices: the less busy, per unit of weight, of
+    /// two eligible targets.
+    fn least_requests(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        let count = (0..self.targets.len()).filter(|&i| eligible(i)).count();
+        let nth = |n: usize| (0..self.targets.len()).filter(|&i| eligible(i)).nth(n);
+        match count {
+            0 => None,
+            1 => nth(0),
+            _ => {
+                let mut rng = rand::thread_rng();
+                let a = rng.gen_range(0..count);
+                let b = (a + rng.gen_range(1..count)) % count;
+                let (a, b) = (nth(a)?, nth(b)?);
+                let load = |i: usize| {
+                    let t = &self.targets[i];
+                    // in_flight / weight, compared without division.
+                    (u64::from(t.in_flight()) + 1) * 100 / u64::from(t.config.weight)
+                };
+                Some(if load(b) < load(a) { b } else { a })
+            }
+        }
+    }
+
+    fn picked(&self, index: usize, trial: bool) -> Picked {
+        let target = self.targets[index].clone();
+        target.in_flight.fetch_add(1, Ordering::Relaxed);
+        target.requests.fetch_add(1, Ordering::Relaxed);
+        Picked {
+            index,
+            target,
+            trial,
+            reported: false,
+        }
+    }
+
+    /// Leave to retry within the budget: retries in flight at most 20 %
+    /// of the requests in flight, or 3. So a failing service gets at most
+    /// a fifth more load from retries, never a multiple of it.
+    pub fn retry_permit(&self) -> Option<RetryPermit<'_>> {
+        let in_flight: u32 = self.targets.iter().map(|t| t.in_flight()).sum();
+        let budget = (in_flight * RETRY_BUDGET_PERCENT / 100).max(RETRY_BUDGET_MIN);
+        self.retrying
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < budget).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| RetryPermit(&self.retrying))
+    }
+
+    /// Counts a retry sent.
+    pub fn count_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Seconds a client should wait when no target can take a request:
+    /// until the first ejection ends, at least 1 and at most 60.
+    pub fn retry_after(&self) -> u64 {
+        let now = now_ms();
+        let soonest = self
+            .targets
+            .iter()
+            .filter_map(|t| t.ejected_until())
+            .min()
+            .map_or(0, |until| until.saturating_sub(now));
+        soonest.div_ceil(1000).clamp(1, 60)
+    }
+
+    /// Counts a finished request on `picked`'s target, ejecting it after
+    /// too many failures in a row unless it is the last healthy one.
+    pub fn report(&self, mut picked: Picked, verdict: Verdict) -> Change {
+        picked.reported = true;
+        let now = now_ms();
+        let may_eject = verdict == Verdict::Failure
+            && self
+                .targets
+                .iter()
+                .enumerate()
+                .any(|(i, t)| i != picked.index && t.availability(now) == Availability::Up);
+        picked
+            .target
+            .report(verdict, picked.trial, &self.config.passive, may_eject, now)
+    }
+}
+
+/// A retry in flight, counted against the budget until dropped.
+pub struct RetryPermit<'a>(&'a AtomicU32);
+
+impl Drop for RetryPermit<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A target chosen for one request. Counts as in flight until dropped;
+/// a trial not reported (the request was cancelled) is given back.
+pub struct Picked {
+    pub index: usize,
+    pub target: Arc<Target>,
+    trial: bool,
+    reported: bool,
+}
+
+impl Drop for Picked {
+    fn drop(&mut self) {
+        self.target.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.trial && !self.reported {
+            self.target.release_trial();
+        }
+    }
+}
+
+/// nginx's smooth weighted round robin, unrolled once: weights 5, 1, 1
+/// give a a b a c a a, not a a a a a b c.
+fn smooth_schedule(weights: &[u32]) -> Vec<u16> {
+    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, &w) in weights.iter().enumerate() {
+            current[i] += i64::from(w);
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(best as u16);
+    }
+    out
+}
+
+/// Milliseconds on the process's monotonic clock: what ejection times and
+/// check schedules are kept in.
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    // Starting at 1 keeps 0 free to mean "never".
+    1 + u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PassiveHealth, ServiceTarget, Upstream, IDEMPOTENT_METHODS};
+
+    fn service(weights: &[u32], balance: Balance, panic_threshold: u8) -> Service {
+        let config = ServiceConfig {
+            name: "svc".into(),
+            targets: weights
+                .iter()
+                .enumerate()
+                .map(|(i, &weight)| ServiceTarget {
+                    upstream: Upstream::parse(&format!("http://127.0.0.1:{}", 1000 + i)).unwrap(),
+                    weight,
+                })
+                .collect(),
+            balance,
+            retries: 1,
+            retry_methods: IDEMPOTENT_METHODS.to_vec(),
+            panic_threshold,
+            health: None,
+            passive: PassiveHealth {
+                consecutive_failures: 1,
+                ..PassiveHealth::default()
+            },
+        };
+        Service::new(Arc::new(config), None)
+    }
+
+    fn picks(service: &Service, n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|_| service.pick(&Tried::default()).0.unwrap().index)
+            .collect()
+    }
+
+    #[test]
+    fn smooth_round_robin_interleaves_by_weight() {
+        assert_eq!(smooth_schedule(&[5, 1, 1]), [0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(smooth_schedule(&[1, 1]), [0, 1]);
+        let s = service(&[3, 1], Balance::RoundRobin, 50);
+        let got = picks(&s, 400);
+        assert_eq!(got.iter().filter(|&&i| i == 0).count(), 300);
+    }
+
+    #[test]
+    fn least_requests_prefers_the_idle_target() {
+        let s = service(&[1, 1], Balance::LeastRequests, 50);
+        // Hold three requests on target 0: every new one goes to 1.
+        let held: Vec<Picked> = (0..3).map(|_| s.picked(0, false)).collect();
+        assert!(picks(&s, 20).iter().all(|&i| i == 1));
+        drop(held);
+        let spread = picks(&s, 200);
+        assert!(spread.contains(&0) && spread.contains(&1));
+    }
+
+    #[test]
+    fn retries_avoid_tried_targets_and_ejected_ones() {
+        let s = service(&[1, 1, 1], Balance::RoundRobin, 0);
+        let mut tried = Tried::default();
+        tried.add(0);
+        tried.add(1);
+        for _ in 0..5 {
+            assert_eq!(s.pick(&tried).0.unwrap().index, 2);
+        }
+        tried.add(2);
+        assert_eq!(s.pick(&tried).0.err(), Some(NoTarget::NoneHealthy));
+        // Eject target 1 (one failure is enough here).
+        let one = s.picked(1, false);
+        assert!(matches!(
+            s.report(one, Verdict::Failure),
+            Change::Ejected(_)
+        ));
+        assert!(picks(&s, 30).iter().all(|&i| i != 1));
+    }
+
+    #[test]
+    fn the_last_healthy_target_stays_and_panic_spreads_over_all() {
+        let s = service(&[1, 1], Balance::RoundRobin, 50);
+        let first = s.picked(0, false);
+        assert!(matches!(
+            s.report(first, Verdict::Failure),
+            Change::Ejected(_)
+        ));
+        // Target 1 is now the last healthy one: never ejected.
+        for _ in 0..3 {
+            let last = s.picked(1, false);
+            assert_eq!(s.report(last, Verdict::Failure), Change::None);
+        }
+        // One of two healthy is not below 50 %: no panic, all to target 1.
+        let (picked, change) = s.pick(&Tried::default());
+        assert_eq!((picked.unwrap().index, change), (1, None));
+        // With a higher threshold the same state is a panic: both serve.
+        let s = service(&[1, 1, 1], Balance::RoundRobin, 50);
+        for i in 0..2 {
+            let p = s.picked(i, false);
+            assert!(matches!(s.report(p, Verdict::Failure), Change::Ejected(_)));
+        }
+        let (_, change) = s.pick(&Tried::default());
+        assert_eq!(change, Some(PanicChange::Entered));
+        assert!(s.panicking());
+        let spread = picks(&s, 30);
+        assert!((0..3).all(|i| spread.contains(&i)), "{spread:?}");
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_kept_targets() {
+        let s = Arc::new(service(&[1, 1], Balance::RoundRobin, 0));
+        let p = s.picked(0, false);
+        s.report(p, Verdict::Failure);
+        let mut before = Services::default();
+        before.by_name.insert("svc".into(), s.clone());
+        let mut config = (*s.config).clone();
+        config.targets.truncate(1);
+        let after = Services::build([&Arc::new(config)], Some(&before));
+        let kept = &after.get("svc").unwrap().targets[0];
+        assert!(Arc::ptr_eq(kept, &s.targets[0]));
+        assert!(kept.ejected_until().is_some());
+    }
+}

@@ -1,0 +1,231 @@
+//! Upstream services: several targets behind one name, balancing, passive
+//! ejection, active checks, and retries that never repeat an unsafe request.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::common::http::{metrics, sample};
+use crate::common::{client, closed_port_url, eventually, json, route, Echo, Gateway, Setup};
+
+/// A gateway with one service `svc` (its section's extra lines after the
+/// targets) and a route `/s/...` to it.
+fn service_gateway(targets: &str, extra: &str) -> Gateway {
+    Gateway::start(
+        Setup::new()
+            .raw(&format!("[upstreams.svc]\ntargets = {targets}\n{extra}\n"))
+            .route(route("svc", "/s/*", "svc")),
+    )
+}
+
+/// Which upstream answered each of `n` GETs of `path`.
+async fn answers(gateway: &Gateway, path: &str, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let response = client().get(gateway.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = json(response).await;
+        *counts
+            .entry(body["upstream"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn round_robin_honours_weights() {
+    let (a, b, c) = (Echo::named("a"), Echo::named("b"), Echo::named("c"));
+    let gateway = service_gateway(
+        &format!(
+            r#"["{}", {{ url = "{}", weight = 1 }}, {{ url = "{}", weight = 2 }}]"#,
+            a.url(),
+            b.url(),
+            c.url()
+        ),
+        "",
+    );
+    let counts = answers(&gateway, "/s/x", 200).await;
+    assert_eq!(counts["a"], 50, "{counts:?}");
+    assert_eq!(counts["b"], 50, "{counts:?}");
+    assert_eq!(counts["c"], 100, "{counts:?}");
+}
+
+#[tokio::test]
+async fn least_requests_spreads_over_every_target() {
+    let (a, b) = (Echo::named("a"), Echo::named("b"));
+    let gateway = service_gateway(
+        &format!(r#"["{}", "{}"]"#, a.url(), b.url()),
+        r#"balance = "least_requests""#,
+    );
+    let counts = answers(&gateway, "/s/x", 100).await;
+    assert!(counts["a"] > 20 && counts["b"] > 20, "{counts:?}");
+}
+
+#[tokio::test]
+async fn a_dead_target_is_retried_past_then_ejected_and_no_client_sees_an_error() {
+    let a = Echo::named("a");
+    let dead = closed_port_url();
+    let gateway = service_gateway(
+        &format!(r#"["{}", "{dead}"]"#, a.url()),
+        "[upstreams.svc.passive]\nconsecutive_failures = 2\nejection_time = \"1m\"",
+    );
+    // Every method, even POST with a body: nothing reached the dead target.
+    for i in 0..10 {
+        let request = if i % 2 == 0 {
+            client().get(gateway.url("/s/x"))
+        } else {
+            client().post(gateway.url("/s/x")).body("payload")
+        };
+        let response = request
+            .header("x-request-id", format!("dead-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "request {i}");
+        let body = json(response).await;
+        assert_eq!(body["upstream"], "a");
+        if i % 2 == 1 {
+            assert_eq!(body["body_bytes"], 7, "the held body was sent again");
+        }
+    }
+    // The first request that met the dead target took two tries.
+    let retried = (0..10)
+        .map(|i| gateway.access_line(&format!("dead-{i}")))
+        .find(|line| line["tries"] == 2)
+        .expect("a request was retried");
+    assert_eq!(retried["target"], a.url());
+    assert_eq!(retried["status"], 200);
+    // After two failures the dead target is ejected: later requests go
+    // straight to the live one, in one try.
+    let line = gateway.access_line("dead-9");
+    assert_eq!(line["tries"], 1, "{line}");
+    gateway.wait_for_log(
+        |l| l["msg"] == "upstream target ejected after failed requests" && l["target"] == dead,
+        Duration::from_secs(5),
+    );
+    let metrics = metrics(&gateway.admin_url("/metrics")).await;
+    let labels = [("service", "svc"), ("target", dead.as_str())];
+    assert_eq!(
+        sample(&metrics, "portcullis_upstream_target_healthy", &labels),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&metrics, "portcullis_upstream_ejections_total", &labels),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_post_that_reached_a_target_is_never_sent_twice() {
+    let (a, b) = (Echo::named("a"), Echo::named("b"));
+    let gateway = service_gateway(&format!(r#"["{}", "{}"]"#, a.url(), b.url()), "");
+    // Both targets answer 503 on this path.
+    let response = client()
+        .post(gateway.url("/s/status/503"))
+        .body("once")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(a.hits() + b.hits(), 1, "a POST is sent once");
+    // A GET is retried once, on the other target, and the last answer stands.
+    let response = client()
+        .get(gateway.url("/s/status/503"))
+        .header("x-request-id", "get-503")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.text().await.unwrap(), "upstream says 503");
+    assert_eq!(a.hits() + b.hits(), 3);
+    assert_eq!(gateway.access_line("get-503")["tries"], 2);
+    // retries = 0 turns retrying off.
+    let gateway = service_gateway(&format!(r#"["{}", "{}"]"#, a.url(), b.url()), "retries = 0");
+    let before = a.hits() + b.hits();
+    let response = client()
+        .get(gateway.url("/s/status/502"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(a.hits() + b.hits(), before + 1);
+}
+
+#[tokio::test]
+async fn the_last_target_is_never_ejected() {
+    let dead = closed_port_url();
+    let gateway = service_gateway(
+        &format!(r#"["{dead}"]"#),
+        "[upstreams.svc.passive]\nconsecutive_failures = 1",
+    );
+    for _ in 0..5 {
+        let response = client().get(gateway.url("/s/x")).send().await.unwrap();
+        // Still tried every time: a 502, never a 503 from an empty service.
+        assert_eq!(response.status(), 502);
+    }
+}
+
+#[tokio::test]
+async fn active_checks_take_a_target_out_and_no_healthy_target_is_a_fast_503() {
+    let a = Echo::named("a");
+    let dead = closed_port_url();
+    let gateway = service_gateway(
+        &format!(r#"["{}", "{dead}"]"#, a.url()),
+        "panic_threshold = 0\n[upstreams.svc.health]\npath = \"/status/204\"\ninterval = \"100ms\"\nfall = 2\nrise = 2",
+    );
+    gateway.wait_for_log(
+        |l| l["msg"] == "upstream target down: failed its health checks" && l["target"] == dead,
+        Duration::from_secs(10),
+    );
+    // The dead target is out: every request goes to `a` in one try.
+    for i in 0..6 {
+        let id = format!("checked-{i}");
+        let response = client()
+            .get(gateway.url("/s/x"))
+            .header("x-request-id", &id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(gateway.access_line(&id)["tries"], 1);
+    }
+    assert!(
+        a.paths().iter().any(|p| p == "/status/204"),
+        "checks use the path"
+    );
+
+    // A service whose only target fails its checks answers 503 at once.
+    let gateway = service_gateway(
+        &format!(r#"["{dead}"]"#),
+        "panic_threshold = 0\n[upstreams.svc.health]\npath = \"/healthz\"\ninterval = \"100ms\"\nfall = 1",
+    );
+    let response = eventually(
+        "the target to be checked down",
+        Duration::from_secs(10),
+        || async {
+            let response = client().get(gateway.url("/s/x")).send().await.unwrap();
+            (response.status() == 503).then_some(response)
+        },
+    )
+    .await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body = json(response).await;
+    assert_eq!(body["error"], "no_healthy_upstream");
+}
+
+#[tokio::test]
+async fn routes_name_services_that_exist_and_services_are_validated() {
+    let setup = Setup::new()
+        .raw("[upstreams.svc]\ntargets = [\"ftp://x\", { url = \"http://a\", weight = 0 }]\nbalance = \"random\"\n[upstreams.svc.health]\ninterval = \"1s\"")
+        .route(route("r", "/r/*", "nosuch"));
+    let failed = crate::common::Launch::new(setup).expect_failure();
+    let out = failed.stderr;
+    for expected in [
+        "upstreams.svc.targets[0]",
+        "upstreams.svc.targets[1].weight",
+        "upstreams.svc.balance",
+        "upstreams.svc.health.path",
+        "routes[0].upstream: \"nosuch\" is neither an http(s) URL nor a service in [upstreams]",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in {out}");
+    }
+}
