@@ -241,6 +241,15 @@ impl Target {
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }
+
+    /// Tries sent to the target, those that failed, and its ejections.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.ejected_total.load(Ordering::Relaxed),
+        )
+    }
 }
 
 fn millis(d: Duration) -> u64 {

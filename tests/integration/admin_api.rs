@@ -36,6 +36,8 @@ mod routes;
 mod settings;
 #[path = "admin_api/traffic.rs"]
 mod traffic;
+#[path = "admin_api/upstreams.rs"]
+mod upstreams;
 #[path = "admin_api/users.rs"]
 mod users;
 

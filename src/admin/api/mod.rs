@@ -10,6 +10,7 @@ mod limits;
 mod routes;
 mod settings;
 mod traffic;
+mod upstreams;
 mod users;
 
 use actix_web::http::Method;
@@ -64,6 +65,7 @@ pub const ENDPOINTS: &[Endpoint] = endpoints! {
     GET "/sessions" => users::list_sessions,
     POST "/sessions" => users::issue_session,
     DELETE "/sessions/{id}" => users::revoke_session,
+    GET "/upstreams" => upstreams::list,
     GET "/rate-limits" => limits::list,
     DELETE "/rate-limits/{policy}/{key}" => limits::reset,
     GET "/login-throttle" => limits::list_login_throttle,

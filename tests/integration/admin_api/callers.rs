@@ -155,6 +155,7 @@ pub fn every_operation(world: &World) -> Vec<Op> {
             Some(json!({"user": "alice"})),
         ),
         ("DELETE", format!("/sessions/{}", world.session), None),
+        ("GET", "/upstreams".to_owned(), None),
         ("GET", "/rate-limits".to_owned(), None),
         (
             "DELETE",
