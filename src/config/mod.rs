@@ -27,7 +27,7 @@ pub use model::{
 };
 pub use rate_limits::{FailMode, KeyPart, RateLimitPolicy};
 pub use services::{
-    Balance, HealthCheck, PassiveHealth, ServiceConfig, ServiceTarget, IDEMPOTENT_METHODS,
+    Balance, HashKey, HealthCheck, PassiveHealth, ServiceConfig, ServiceTarget, IDEMPOTENT_METHODS,
 };
 pub use units::{parse_duration, ByteSize, HumanDuration, MAX_DURATION};
 

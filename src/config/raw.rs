@@ -65,6 +65,7 @@ pub struct RawUpstream {
 pub struct RawService {
     pub targets: Option<Vec<RawTarget>>,
     pub balance: Option<String>,
+    pub hash_key: Option<String>,
     pub retries: Option<u32>,
     pub retry_methods: Option<Vec<String>>,
     pub panic_threshold: Option<u8>,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::http::header::HeaderName;
 use actix_web::http::Method;
 
 use super::model::{positive, Errors, Upstream};
@@ -44,6 +45,10 @@ impl ServiceConfig {
                 "weight": t.weight,
             })).collect::<Vec<_>>(),
             "balance": self.balance.as_str(),
+            "hash_key": match &self.balance {
+                Balance::Hash(key) => Some(key.describe()),
+                _ => None,
+            },
             "retries": self.retries,
             "retry_methods": self.retry_methods.iter().map(Method::as_str).collect::<Vec<_>>(),
             "panic_threshold": self.panic_threshold,
@@ -75,19 +80,66 @@ pub struct ServiceTarget {
 }
 
 /// How a service spreads requests over its targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Balance {
     /// Smooth weighted round robin.
     RoundRobin,
     /// The less busy (per weight) of two targets picked at random.
     LeastRequests,
+    /// Consistent hashing of a part of the request (nginx's
+    /// `hash $key consistent`).
+    Hash(HashKey),
 }
 
 impl Balance {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             Balance::RoundRobin => "round_robin",
             Balance::LeastRequests => "least_requests",
+            Balance::Hash(_) => "hash",
+        }
+    }
+}
+
+/// What consistent hashing places a request by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client address (through trusted proxies).
+    ClientIp,
+    /// A request header's value.
+    Header(HeaderName),
+    /// A cookie's value.
+    Cookie(String),
+    /// The session's user.
+    User,
+}
+
+impl HashKey {
+    fn parse(text: &str) -> Result<HashKey, String> {
+        let bad = || {
+            format!("{text:?} is not a hash key (one of: client_ip, user, \"header:<name>\", \"cookie:<name>\")")
+        };
+        Ok(match text {
+            "client_ip" => HashKey::ClientIp,
+            "user" => HashKey::User,
+            _ => match text.split_once(':') {
+                Some(("header", name)) => HashKey::Header(
+                    HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| bad())?,
+                ),
+                Some(("cookie", name)) if !name.trim().is_empty() => {
+                    HashKey::Cookie(name.trim().to_owned())
+                }
+                _ => return Err(bad()),
+            },
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            HashKey::ClientIp => "client_ip".into(),
+            HashKey::User => "user".into(),
+            HashKey::Header(name) => format!("header:{name}"),
+            HashKey::Cookie(name) => format!("cookie:{name}"),
         }
     }
 }
@@ -191,6 +243,7 @@ fn service(e: &mut Errors, name: &str, raw: RawService) -> Option<ServiceConfig>
     let RawService {
         targets,
         balance,
+        hash_key,
         retries,
         retry_methods,
         panic_threshold,
@@ -231,13 +284,28 @@ fn service(e: &mut Errors, name: &str, raw: RawService) -> Option<ServiceConfig>
             );
         }
     }
-    let balance = match balance.as_deref().unwrap_or("round_robin") {
-        "round_robin" => Balance::RoundRobin,
-        "least_requests" => Balance::LeastRequests,
-        other => {
+    let balance = match (balance.as_deref().unwrap_or("round_robin"), hash_key) {
+        ("round_robin", None) => Balance::RoundRobin,
+        ("least_requests", None) => Balance::LeastRequests,
+        ("hash", Some(key)) => match HashKey::parse(&key) {
+            Ok(key) => Balance::Hash(key),
+            Err(problem) => {
+                e.push(path("hash_key"), problem);
+                Balance::RoundRobin
+            }
+        },
+        ("hash", None) => {
+            e.push(path("hash_key"), "is required with balance = \"hash\"");
+            Balance::RoundRobin
+        }
+        ("round_robin" | "least_requests", Some(_)) => {
+            e.push(path("hash_key"), "is only for balance = \"hash\"");
+            Balance::RoundRobin
+        }
+        (other, _) => {
             e.push(
                 path("balance"),
-                format!("{other:?} is not one of round_robin, least_requests"),
+                format!("{other:?} is not one of round_robin, least_requests, hash"),
             );
             Balance::RoundRobin
         }

@@ -21,10 +21,10 @@ use rand::Rng as _;
 use tokio::time::Instant;
 
 use super::{client_response, exchange, request_body, BodyFailure, BodyOutcome, Outgoing};
-use crate::config::ServerConfig;
+use crate::config::{Balance, HashKey, ServerConfig};
 use crate::error::{GatewayError, UpstreamFailure};
 use crate::pipeline::RequestCtx;
-use crate::upstream::{Service, Tried, Verdict};
+use crate::upstream::{HashRing, Service, Tried, Verdict};
 
 /// Bodies up to this size are read whole before the first try, so that a
 /// retry can send them again.
@@ -129,6 +129,7 @@ pub(super) async fn forward(
     let idempotent = service.config.retry_methods.contains(method);
     let deadline = Instant::now() + outgoing.route.timeout;
     let mut tried = Tried::default();
+    let hash = hash_of(&service.config.balance, outgoing.req, ctx);
     let mut last: Option<Result<awc::ClientResponse, GatewayError>> = None;
     let mut _permit = None;
     for attempt in 0..=service.config.retries {
@@ -142,7 +143,7 @@ pub(super) async fn forward(
             _permit = Some(permit);
             backoff(attempt, deadline).await;
         }
-        let picked = match service.pick(&tried).0 {
+        let picked = match service.pick(&tried, hash).0 {
             Ok(picked) => picked,
             Err(_) if last.is_none() => {
                 ctx.upstream_error = Some("no target of the service is healthy".into());
@@ -184,6 +185,23 @@ pub(super) async fn forward(
         Some(Ok(response)) => Ok(client_response(method, response)),
         Some(Err(error)) => Err(error),
         None => Err(GatewayError::GatewayTimeout),
+    }
+}
+
+/// The request's key for a consistent-hashing service, hashed; `None`
+/// when the request lacks it (or the service does not hash).
+fn hash_of(balance: &Balance, req: &HttpRequest, ctx: &RequestCtx) -> Option<u32> {
+    let Balance::Hash(key) = balance else {
+        return None;
+    };
+    let hash = |bytes: &[u8]| Some(HashRing::hash(bytes));
+    match key {
+        HashKey::ClientIp => hash(ctx.client_ip.to_string().as_bytes()),
+        HashKey::Header(name) => hash(req.headers().get(name)?.as_bytes()),
+        HashKey::Cookie(name) => {
+            hash(crate::auth::session_cookie_value(req.headers(), name)?.as_bytes())
+        }
+        HashKey::User => hash(ctx.principal.as_ref()?.0.name.as_bytes()),
     }
 }
 

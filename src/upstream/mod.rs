@@ -6,6 +6,7 @@
 //! a target (same service, same URL) keeps its health and counters.
 
 pub mod checks;
+mod ketama;
 mod target;
 
 use std::collections::HashMap;
@@ -16,7 +17,9 @@ use std::time::Instant;
 use rand::Rng as _;
 
 use crate::config::{Balance, ServiceConfig};
+use ketama::Ring;
 
+pub use ketama::Ring as HashRing;
 pub use target::{Availability, Change, Target, Verdict};
 
 /// Every service of one configuration, by name.
@@ -60,6 +63,8 @@ pub struct Service {
     /// turns, one entry per unit of weight.
     schedule: Vec<u16>,
     turn: AtomicUsize,
+    /// For consistent hashing: the Ketama ring of the targets.
+    ring: Ring,
     /// Whether the service last spread requests over all its targets
     /// because too few were healthy.
     panicking: AtomicBool,
@@ -116,8 +121,18 @@ impl Service {
             })
             .collect();
         let weights: Vec<u32> = config.targets.iter().map(|t| t.weight).collect();
+        let ring = match config.balance {
+            Balance::Hash(_) => Ring::new(
+                config
+                    .targets
+                    .iter()
+                    .map(|t| (t.upstream.authority.as_str(), t.weight)),
+            ),
+            _ => Ring::default(),
+        };
         Service {
             schedule: smooth_schedule(&weights),
+            ring,
             config,
             targets,
             turn: AtomicUsize::new(0),
@@ -133,9 +148,15 @@ impl Service {
     }
 
     /// Chooses a target for a request, not one in `tried` when another is
-    /// available. Returns the choice and, when this pick changed it,
-    /// whether the service went into or out of panic mode.
-    pub fn pick(&self, tried: &Tried) -> (Result<Picked, NoTarget>, Option<PanicChange>) {
+    /// available; `hash`: the request's key for consistent hashing (none
+    /// when the request lacks it: then round robin). Returns the choice
+    /// and, when this pick changed it, whether the service went into or
+    /// out of panic mode.
+    pub fn pick(
+        &self,
+        tried: &Tried,
+        hash: Option<u32>,
+    ) -> (Result<Picked, NoTarget>, Option<PanicChange>) {
         let now = now_ms();
         let mut healthy = Tried::default();
         let mut healthy_count = 0usize;
@@ -161,9 +182,11 @@ impl Service {
             _ => None,
         };
         let eligible = |i: usize| !tried.contains(i) && (panic || healthy.contains(i));
-        let chosen = match self.config.balance {
-            Balance::RoundRobin => self.round_robin(eligible),
-            Balance::LeastRequests => self.least_requests(eligible),
+        let chosen = match (&self.config.balance, hash) {
+            (Balance::LeastRequests, _) => self.least_requests(eligible),
+            // The key's own target, or the next one on the ring.
+            (Balance::Hash(_), Some(hash)) => self.ring.walk(hash).find(|&i| eligible(i)),
+            _ => self.round_robin(eligible),
         };
         let picked = chosen
             .map(|i| self.picked(i, false))
@@ -349,7 +372,7 @@ mod tests {
 
     fn picks(service: &Service, n: usize) -> Vec<usize> {
         (0..n)
-            .map(|_| service.pick(&Tried::default()).0.unwrap().index)
+            .map(|_| service.pick(&Tried::default(), None).0.unwrap().index)
             .collect()
     }
 
@@ -380,10 +403,10 @@ mod tests {
         tried.add(0);
         tried.add(1);
         for _ in 0..5 {
-            assert_eq!(s.pick(&tried).0.unwrap().index, 2);
+            assert_eq!(s.pick(&tried, None).0.unwrap().index, 2);
         }
         tried.add(2);
-        assert_eq!(s.pick(&tried).0.err(), Some(NoTarget::NoneHealthy));
+        assert_eq!(s.pick(&tried, None).0.err(), Some(NoTarget::NoneHealthy));
         // Eject target 1 (one failure is enough here).
         let one = s.picked(1, false);
         assert!(matches!(
@@ -407,7 +430,7 @@ mod tests {
             assert_eq!(s.report(last, Verdict::Failure), Change::None);
         }
         // One of two healthy is not below 50 %: no panic, all to target 1.
-        let (picked, change) = s.pick(&Tried::default());
+        let (picked, change) = s.pick(&Tried::default(), None);
         assert_eq!((picked.unwrap().index, change), (1, None));
         // With a higher threshold the same state is a panic: both serve.
         let s = service(&[1, 1, 1], Balance::RoundRobin, 50);
@@ -415,7 +438,7 @@ mod tests {
             let p = s.picked(i, false);
             assert!(matches!(s.report(p, Verdict::Failure), Change::Ejected(_)));
         }
-        let (_, change) = s.pick(&Tried::default());
+        let (_, change) = s.pick(&Tried::default(), None);
         assert_eq!(change, Some(PanicChange::Entered));
         assert!(s.panicking());
         let spread = picks(&s, 30);

@@ -229,3 +229,69 @@ async fn routes_name_services_that_exist_and_services_are_validated() {
         assert!(out.contains(expected), "missing {expected:?} in {out}");
     }
 }
+
+/// Which upstream each key's requests go to, by `X-Key`.
+async fn placement(gateway: &Gateway, keys: &[String]) -> HashMap<String, String> {
+    let mut placed = HashMap::new();
+    for key in keys {
+        let response = client()
+            .get(gateway.url("/s/x"))
+            .header("x-key", key)
+            .send()
+            .await
+            .unwrap();
+        let body = json(response).await;
+        placed.insert(key.clone(), body["upstream"].as_str().unwrap().to_owned());
+    }
+    placed
+}
+
+#[tokio::test]
+async fn consistent_hashing_keeps_keys_in_place_and_a_new_target_takes_only_its_share() {
+    let echoes: Vec<Echo> = ["a", "b", "c", "d"].into_iter().map(Echo::named).collect();
+    let setup = |n: usize| {
+        let targets: Vec<String> = echoes[..n]
+            .iter()
+            .map(|e| format!("\"{}\"", e.url()))
+            .collect();
+        Setup::new()
+            .raw(&format!(
+                "[upstreams.svc]\ntargets = [{}]\nbalance = \"hash\"\nhash_key = \"header:x-key\"\n",
+                targets.join(", ")
+            ))
+            .route(route("svc", "/s/*", "svc"))
+    };
+    let gateway = Gateway::start(setup(3));
+    let keys: Vec<String> = (0..300).map(|i| format!("customer-{i}")).collect();
+    let before = placement(&gateway, &keys).await;
+    // The same key always lands on the same target, and every target gets keys.
+    assert_eq!(
+        placement(&gateway, &keys[..50]).await,
+        placement(&gateway, &keys[..50]).await
+    );
+    for name in ["a", "b", "c"] {
+        assert!(
+            before.values().filter(|v| *v == name).count() > 50,
+            "{name}"
+        );
+    }
+
+    gateway.write_config(&setup(4));
+    gateway.signal("HUP");
+    gateway.wait_for_log(
+        |l| l["msg"] == "configuration reloaded",
+        Duration::from_secs(10),
+    );
+    let after = placement(&gateway, &keys).await;
+    let moved: Vec<&String> = keys.iter().filter(|k| before[*k] != after[*k]).collect();
+    assert!(
+        moved.iter().all(|k| after[*k] == "d"),
+        "keys move only to the new target"
+    );
+    // A quarter of the keys, give or take the ring's unevenness.
+    assert!(
+        (30..=105).contains(&moved.len()),
+        "{} of 300 keys moved",
+        moved.len()
+    );
+}
