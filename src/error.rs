@@ -79,6 +79,12 @@ pub enum GatewayError {
     /// No target of the route's upstream service can take the request.
     #[error("no target of the upstream service is healthy; retry later")]
     NoHealthyUpstream { retry_after: u64 },
+    /// The service has its most requests in flight and waiting.
+    #[error("the upstream service has too many requests in flight; retry later")]
+    UpstreamOverloaded,
+    /// The service's circuit breaker is open after too many failures.
+    #[error("the upstream service is failing; its circuit breaker is open, retry later")]
+    CircuitOpen { retry_after: u64 },
     /// Every password-checking slot stayed busy for the whole wait.
     #[error("the gateway is too busy to check passwords right now; retry shortly")]
     Busy,
@@ -152,6 +158,8 @@ impl GatewayError {
             GatewayError::BadGateway(_) => "bad_gateway",
             GatewayError::ServiceUnavailable => "service_unavailable",
             GatewayError::NoHealthyUpstream { .. } => "no_healthy_upstream",
+            GatewayError::UpstreamOverloaded => "upstream_overloaded",
+            GatewayError::CircuitOpen { .. } => "circuit_open",
             GatewayError::Busy => "busy",
             GatewayError::StorageFailed { .. } => "storage_unavailable",
             GatewayError::GatewayTimeout => "gateway_timeout",
@@ -184,6 +192,8 @@ impl GatewayError {
             GatewayError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             GatewayError::ServiceUnavailable
             | GatewayError::NoHealthyUpstream { .. }
+            | GatewayError::UpstreamOverloaded
+            | GatewayError::CircuitOpen { .. }
             | GatewayError::Busy
             | GatewayError::StorageFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -241,10 +251,11 @@ impl GatewayError {
                 }
             }
             GatewayError::RateLimited { retry_after, .. }
-            | GatewayError::NoHealthyUpstream { retry_after } => {
+            | GatewayError::NoHealthyUpstream { retry_after }
+            | GatewayError::CircuitOpen { retry_after } => {
                 response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
-            GatewayError::Busy => {
+            GatewayError::Busy | GatewayError::UpstreamOverloaded => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
             GatewayError::StorageFailed { applied: false } => {

@@ -27,7 +27,8 @@ pub use model::{
 };
 pub use rate_limits::{FailMode, KeyPart, RateLimitPolicy};
 pub use services::{
-    Balance, HashKey, HealthCheck, PassiveHealth, ServiceConfig, ServiceTarget, IDEMPOTENT_METHODS,
+    Balance, BreakerConfig, HashKey, HealthCheck, PassiveHealth, ServiceConfig, ServiceTarget,
+    IDEMPOTENT_METHODS,
 };
 pub use units::{parse_duration, ByteSize, HumanDuration, MAX_DURATION};
 

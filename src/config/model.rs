@@ -443,7 +443,7 @@ pub(super) fn positive(
 }
 
 /// A count that must be at least 1, or `default` when unset.
-fn at_least_one<T: Copy + PartialEq + From<u8>>(
+pub(super) fn at_least_one<T: Copy + PartialEq + From<u8>>(
     errors: &mut Errors,
     path: &str,
     value: Option<T>,

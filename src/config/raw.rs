@@ -69,8 +69,22 @@ pub struct RawService {
     pub retries: Option<u32>,
     pub retry_methods: Option<Vec<String>>,
     pub panic_threshold: Option<u8>,
+    pub max_in_flight: Option<u32>,
+    pub max_pending: Option<u32>,
     pub health: Option<RawHealthCheck>,
     pub passive: Option<RawPassive>,
+    pub breaker: Option<RawBreaker>,
+}
+
+/// `[upstreams.<name>.breaker]`: the error-ratio circuit breaker.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub failure_percent: Option<u8>,
+    pub window: Option<HumanDuration>,
+    pub min_requests: Option<u32>,
+    pub open_time: Option<HumanDuration>,
+    pub trial_requests: Option<u32>,
 }
 
 /// A service's target: a URL, or a URL with a weight.

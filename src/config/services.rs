@@ -8,8 +8,8 @@ use std::time::Duration;
 use actix_web::http::header::HeaderName;
 use actix_web::http::Method;
 
-use super::model::{positive, Errors, Upstream};
-use super::raw::{RawHealthCheck, RawPassive, RawService, RawTarget};
+use super::model::{at_least_one, positive, Errors, Upstream};
+use super::raw::{RawBreaker, RawHealthCheck, RawPassive, RawService, RawTarget};
 
 /// Most targets one service may list.
 pub const MAX_TARGETS: usize = 256;
@@ -30,9 +30,29 @@ pub struct ServiceConfig {
     /// Below this share of healthy targets (percent), requests go to all
     /// of them; 0 never does.
     pub panic_threshold: u8,
+    /// Requests in flight to the service at once; more wait...
+    pub max_in_flight: u32,
+    /// ...up to this many; more are refused at once.
+    pub max_pending: u32,
     /// Active checks; none unless a path is set.
     pub health: Option<HealthCheck>,
     pub passive: PassiveHealth,
+    /// The error-ratio circuit breaker; none unless configured.
+    pub breaker: Option<BreakerConfig>,
+}
+
+/// `[upstreams.<name>.breaker]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Opens when at least this share (percent) of a window's requests failed...
+    pub failure_percent: u8,
+    pub window: Duration,
+    /// ...and the window had at least this many.
+    pub min_requests: u32,
+    /// How long it refuses requests before trying again.
+    pub open_time: Duration,
+    /// Trial requests that must all succeed for it to close.
+    pub trial_requests: u32,
 }
 
 impl ServiceConfig {
@@ -52,6 +72,15 @@ impl ServiceConfig {
             "retries": self.retries,
             "retry_methods": self.retry_methods.iter().map(Method::as_str).collect::<Vec<_>>(),
             "panic_threshold": self.panic_threshold,
+            "max_in_flight": self.max_in_flight,
+            "max_pending": self.max_pending,
+            "breaker": self.breaker.map(|b| serde_json::json!({
+                "failure_percent": b.failure_percent,
+                "window": duration(b.window),
+                "min_requests": b.min_requests,
+                "open_time": duration(b.open_time),
+                "trial_requests": b.trial_requests,
+            })),
             "health": self.health.as_ref().map(|h| serde_json::json!({
                 "path": h.path,
                 "interval": duration(h.interval),
@@ -247,8 +276,11 @@ fn service(e: &mut Errors, name: &str, raw: RawService) -> Option<ServiceConfig>
         retries,
         retry_methods,
         panic_threshold,
+        max_in_flight,
+        max_pending,
         health,
         passive,
+        breaker,
     } = raw;
     let path = |field: &str| format!("upstreams.{name}.{field}");
     let before = e.len();
@@ -330,6 +362,9 @@ fn service(e: &mut Errors, name: &str, raw: RawService) -> Option<ServiceConfig>
         }
         p => p.unwrap_or(50),
     };
+    let max_in_flight = at_least_one(e, &path("max_in_flight"), max_in_flight, 1024);
+    let max_pending = max_pending.unwrap_or(1024);
+    let breaker = breaker.map(|raw| breaker_config(e, &path("breaker"), raw));
     let health = health.and_then(|raw| health_check(e, &path("health"), raw));
     let passive = passive.map_or_else(PassiveHealth::default, |raw| {
         passive_health(e, &path("passive"), raw)
@@ -348,9 +383,39 @@ fn service(e: &mut Errors, name: &str, raw: RawService) -> Option<ServiceConfig>
         retries,
         retry_methods,
         panic_threshold,
+        max_in_flight,
+        max_pending,
         health,
         passive,
+        breaker,
     })
+}
+
+fn breaker_config(e: &mut Errors, path: &str, raw: RawBreaker) -> BreakerConfig {
+    let RawBreaker {
+        failure_percent,
+        window,
+        min_requests,
+        open_time,
+        trial_requests,
+    } = raw;
+    let key = |field: &str| format!("{path}.{field}");
+    let failure_percent = match failure_percent {
+        Some(p) if p == 0 || p > 100 => {
+            e.push(key("failure_percent"), "is a percentage, 1 to 100");
+            50
+        }
+        p => p.unwrap_or(50),
+    };
+    let min_requests = at_least_one(e, &key("min_requests"), min_requests, 20);
+    let trial_requests = at_least_one(e, &key("trial_requests"), trial_requests, 3);
+    BreakerConfig {
+        failure_percent,
+        window: positive(e, &key("window"), window, Duration::from_secs(10)),
+        min_requests,
+        open_time: positive(e, &key("open_time"), open_time, Duration::from_secs(30)),
+        trial_requests,
+    }
 }
 
 fn target(e: &mut Errors, path: &str, raw: RawTarget) -> Option<ServiceTarget> {
@@ -401,15 +466,8 @@ fn health_check(e: &mut Errors, path: &str, raw: RawHealthCheck) -> Option<Healt
     };
     let interval = positive(e, &key("interval"), interval, Duration::from_secs(5));
     let timeout = positive(e, &key("timeout"), timeout, Duration::from_secs(2));
-    let mut count = |field: &str, value: Option<u32>, default: u32| match value {
-        Some(0) => {
-            e.push(key(field), "must be at least 1");
-            default
-        }
-        v => v.unwrap_or(default),
-    };
-    let fall = count("fall", fall, 3);
-    let rise = count("rise", rise, 2);
+    let fall = at_least_one(e, &key("fall"), fall, 3);
+    let rise = at_least_one(e, &key("rise"), rise, 2);
     let statuses = match statuses {
         None => vec![StatusMatch::Class(2), StatusMatch::Class(3)],
         Some(list) if list.is_empty() => {

@@ -129,6 +129,8 @@ impl RequestCtx {
             GatewayError::BadGateway(kind) => Some(kind.as_str()),
             GatewayError::GatewayTimeout => Some("timeout"),
             GatewayError::NoHealthyUpstream { .. } => Some("no_healthy_upstream"),
+            GatewayError::UpstreamOverloaded => Some("overloaded"),
+            GatewayError::CircuitOpen { .. } => Some("circuit_open"),
             _ => None,
         };
     }

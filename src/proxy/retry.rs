@@ -24,7 +24,7 @@ use super::{client_response, exchange, request_body, BodyFailure, BodyOutcome, O
 use crate::config::{Balance, HashKey, ServerConfig};
 use crate::error::{GatewayError, UpstreamFailure};
 use crate::pipeline::RequestCtx;
-use crate::upstream::{HashRing, Service, Tried, Verdict};
+use crate::upstream::{HashRing, Refusal, Service, Tried, Verdict};
 
 /// Bodies up to this size are read whole before the first try, so that a
 /// retry can send them again.
@@ -130,6 +130,18 @@ pub(super) async fn forward(
     let deadline = Instant::now() + outgoing.route.timeout;
     let mut tried = Tried::default();
     let hash = hash_of(&service.config.balance, outgoing.req, ctx);
+    let _admission = match service.admit(outgoing.route.timeout).await {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            ctx.upstream_error = Some(refusal.describe().into());
+            return Err(match refusal {
+                Refusal::Overloaded => GatewayError::UpstreamOverloaded,
+                Refusal::CircuitOpen => GatewayError::CircuitOpen {
+                    retry_after: service.breaker_retry_after(),
+                },
+            });
+        }
+    };
     let mut last: Option<Result<awc::ClientResponse, GatewayError>> = None;
     let mut _permit = None;
     for attempt in 0..=service.config.retries {

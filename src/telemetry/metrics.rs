@@ -35,6 +35,8 @@ pub struct Metrics {
     pub upstream_target_healthy: IntGaugeVec,
     pub upstream_panic: IntGaugeVec,
     pub upstream_retries: IntCounterVec,
+    pub upstream_refused: IntCounterVec,
+    pub upstream_breaker_open: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -215,6 +217,22 @@ impl Metrics {
             &["service"],
         )
         .expect("valid metric");
+        let upstream_refused = IntCounterVec::new(
+            Opts::new(
+                "upstream_refused_total",
+                "Requests a service refused before choosing a target: overloaded (max_in_flight and max_pending) or circuit_open",
+            ),
+            &["service", "reason"],
+        )
+        .expect("valid metric");
+        let upstream_breaker_open = IntGaugeVec::new(
+            Opts::new(
+                "upstream_breaker_open",
+                "1 while a service's circuit breaker is open or half-open",
+            ),
+            &["service"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -241,6 +259,8 @@ impl Metrics {
             Box::new(upstream_target_healthy.clone()),
             Box::new(upstream_panic.clone()),
             Box::new(upstream_retries.clone()),
+            Box::new(upstream_refused.clone()),
+            Box::new(upstream_breaker_open.clone()),
         ] {
             registry
                 .register(collector)
@@ -279,6 +299,8 @@ impl Metrics {
             upstream_target_healthy,
             upstream_panic,
             upstream_retries,
+            upstream_refused,
+            upstream_breaker_open,
         }
     }
 

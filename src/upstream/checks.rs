@@ -154,6 +154,26 @@ impl Exported {
                 .upstream_retries
                 .with_label_values(&[name])
                 .inc_by(self.delta(service, "", 0, service.retries.load(Ordering::Relaxed)));
+            let refused = [
+                ("overloaded", &service.refused_overloaded),
+                ("circuit_open", &service.refused_open),
+            ];
+            for (slot, (reason, value)) in refused.into_iter().enumerate() {
+                let delta = self.delta(service, "", slot + 1, value.load(Ordering::Relaxed));
+                metrics
+                    .upstream_refused
+                    .with_label_values(&[name, reason])
+                    .inc_by(delta);
+            }
+            let opened = self.delta(service, "\0breaker", 0, service.breaker_opened());
+            if opened > 0 {
+                slog::warn!(logger, "upstream circuit breaker opened: too many requests failed";
+                    "service" => name, "times" => opened);
+            }
+            metrics
+                .upstream_breaker_open
+                .with_label_values(&[name])
+                .set(i64::from(service.breaker_state() != "closed"));
             for target in &service.targets {
                 let url = target.url();
                 let up = target.availability(now) == super::Availability::Up;

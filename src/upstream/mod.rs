@@ -5,6 +5,7 @@
 //! A service's state outlives configuration reloads: a reload that keeps
 //! a target (same service, same URL) keeps its health and counters.
 
+mod breaker;
 pub mod checks;
 mod ketama;
 mod target;
@@ -12,11 +13,14 @@ mod target;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use rand::Rng as _;
 
 use crate::config::{Balance, ServiceConfig};
+use breaker::Breaker;
 use ketama::Ring;
 
 pub use ketama::Ring as HashRing;
@@ -72,6 +76,40 @@ pub struct Service {
     pub(crate) retries: AtomicU64,
     /// Requests retrying now, for the retry budget.
     retrying: AtomicU32,
+    /// Permits for requests in flight (`max_in_flight`)...
+    slots: Semaphore,
+    /// ...and the requests waiting for one (at most `max_pending`).
+    waiting: AtomicU32,
+    /// Kept across reloads, like the targets' health.
+    breaker: Arc<Breaker>,
+    /// Requests refused: over the limits, or by the open breaker.
+    pub(crate) refused_overloaded: AtomicU64,
+    pub(crate) refused_open: AtomicU64,
+}
+
+/// Why a service refused a request before any target was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_in_flight` requests in flight and `max_pending` waiting, or
+    /// no slot came free in time.
+    Overloaded,
+    /// The circuit breaker is open.
+    CircuitOpen,
+}
+
+impl Refusal {
+    /// For the log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Refusal::Overloaded => "max_in_flight requests in flight and max_pending waiting",
+            Refusal::CircuitOpen => "the circuit breaker is open",
+        }
+    }
+}
+
+/// A request's place among the service's requests in flight.
+pub struct Admission<'a> {
+    _slot: SemaphorePermit<'a>,
 }
 
 /// Retries may be at most this share (percent) of the requests in flight...
@@ -133,13 +171,75 @@ impl Service {
         Service {
             schedule: smooth_schedule(&weights),
             ring,
-            config,
             targets,
             turn: AtomicUsize::new(0),
             panicking: AtomicBool::new(previous.is_some_and(|p| p.panicking())),
             retries: AtomicU64::new(0),
             retrying: AtomicU32::new(0),
+            slots: Semaphore::new(config.max_in_flight as usize),
+            waiting: AtomicU32::new(0),
+            breaker: previous.map_or_else(Default::default, |p| p.breaker.clone()),
+            refused_overloaded: AtomicU64::new(0),
+            refused_open: AtomicU64::new(0),
+            config,
         }
+    }
+
+    /// Lets a request in, or refuses it at once: when the breaker is open,
+    /// or `max_in_flight` are in flight and `max_pending` already wait. A
+    /// request that waits gives up after `wait`.
+    pub async fn admit(&self, wait: Duration) -> Result<Admission<'_>, Refusal> {
+        if let Some(config) = &self.config.breaker {
+            if self.breaker.admit(config, now_ms()) == breaker::Admit::No {
+                self.refused_open.fetch_add(1, Ordering::Relaxed);
+                return Err(Refusal::CircuitOpen);
+            }
+        }
+        if let Ok(slot) = self.slots.try_acquire() {
+            return Ok(Admission { _slot: slot });
+        }
+        let max_pending = self.config.max_pending;
+        let queued = self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max_pending).then_some(n + 1)
+            })
+            .is_ok();
+        let slot = if queued {
+            let slot = tokio::time::timeout(wait, self.slots.acquire()).await;
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            slot.ok().and_then(Result::ok)
+        } else {
+            None
+        };
+        match slot {
+            Some(slot) => Ok(Admission { _slot: slot }),
+            None => {
+                self.refused_overloaded.fetch_add(1, Ordering::Relaxed);
+                Err(Refusal::Overloaded)
+            }
+        }
+    }
+
+    /// `closed`, `open` or `half_open`; `closed` without a breaker.
+    pub fn breaker_state(&self) -> &'static str {
+        self.breaker.state_name()
+    }
+
+    /// Seconds until the open breaker lets trial requests through (1-60).
+    pub fn breaker_retry_after(&self) -> u64 {
+        let Some(config) = &self.config.breaker else {
+            return 1;
+        };
+        self.breaker
+            .remaining_ms(config, now_ms())
+            .div_ceil(1000)
+            .clamp(1, 60)
+    }
+
+    /// Times the breaker opened.
+    pub fn breaker_opened(&self) -> u64 {
+        self.breaker.opened.load(Ordering::Relaxed)
     }
 
     /// Whether too few targets are healthy, so requests go to all of them.
@@ -274,6 +374,10 @@ impl Service {
     pub fn report(&self, mut picked: Picked, verdict: Verdict) -> Change {
         picked.reported = true;
         let now = now_ms();
+        if let Some(config) = &self.config.breaker {
+            self.breaker
+                .record(config, verdict == Verdict::Failure, now);
+        }
         let may_eject = verdict == Verdict::Failure
             && self
                 .targets
@@ -361,6 +465,9 @@ mod tests {
             retries: 1,
             retry_methods: IDEMPOTENT_METHODS.to_vec(),
             panic_threshold,
+            max_in_flight: 1024,
+            max_pending: 1024,
+            breaker: None,
             health: None,
             passive: PassiveHealth {
                 consecutive_failures: 1,

@@ -295,3 +295,92 @@ async fn consistent_hashing_keeps_keys_in_place_and_a_new_target_takes_only_its_
         moved.len()
     );
 }
+
+#[tokio::test]
+async fn a_flood_to_a_hung_service_is_refused_fast_beyond_its_limits() {
+    let hung = crate::common::Hanging::start();
+    let gateway = Gateway::start(
+        crate::auth::setup()
+            .raw(&format!(
+                "[upstreams.svc]\ntargets = [\"{}\"]\nmax_in_flight = 2\nmax_pending = 1\nretries = 0\n",
+                hung.url()
+            ))
+            .route(route("svc", "/s/*", "svc").extra("timeout = \"30s\"")),
+    );
+    let url = gateway.url("/s/x");
+    // Three take the two slots and the one place in line, and hang.
+    let held: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(client().get(&url).send()))
+        .collect();
+    eventually(
+        "three requests in flight",
+        Duration::from_secs(10),
+        || async {
+            let listed = crate::admin_api::Api::token(&gateway)
+                .get("/upstreams")
+                .await
+                .body;
+            (listed[0]["targets"][0]["in_flight"] == 2).then_some(())
+        },
+    )
+    .await;
+    // Every further request is refused at once, while those still hang.
+    for _ in 0..10 {
+        let response = client().get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(json(response).await["error"], "upstream_overloaded");
+    }
+    assert!(held.iter().all(|h| !h.is_finished()));
+    for h in held {
+        h.abort();
+    }
+    let refused = eventually("the refusals counted", Duration::from_secs(5), || async {
+        let text = metrics(&gateway.admin_url("/metrics")).await;
+        sample(
+            &text,
+            "portcullis_upstream_refused_total",
+            &[("reason", "overloaded")],
+        )
+        .filter(|n| *n >= 10.0)
+    })
+    .await;
+    assert_eq!(refused, 10.0);
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_opens_on_failures_and_refuses_at_once() {
+    let echo = Echo::named("a");
+    let gateway = Gateway::start(
+        crate::auth::setup()
+            .raw(&format!(
+                "[upstreams.svc]\ntargets = [\"{}\"]\nretries = 0\n\
+                 [upstreams.svc.breaker]\nfailure_percent = 50\nmin_requests = 4\nopen_time = \"1h\"\n",
+                echo.url()
+            ))
+            .route(route("svc", "/s/*", "svc")),
+    );
+    for path in ["/s/x", "/s/status/503", "/s/status/502", "/s/status/504"] {
+        client().get(gateway.url(path)).send().await.unwrap();
+    }
+    assert_eq!(echo.hits(), 4);
+    let response = client().get(gateway.url("/s/x")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(retry_after, 60, "an hour away, at most a minute said");
+    assert_eq!(json(response).await["error"], "circuit_open");
+    assert_eq!(echo.hits(), 4, "the open breaker sent nothing upstream");
+    let listed = crate::admin_api::Api::token(&gateway)
+        .get("/upstreams")
+        .await
+        .body;
+    assert_eq!(listed[0]["breaker_state"], "open");
+    gateway.wait_for_log(
+        |l| l["msg"] == "upstream circuit breaker opened: too many requests failed",
+        Duration::from_secs(5),
+    );
+}

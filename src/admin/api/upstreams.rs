@@ -47,6 +47,7 @@ pub async fn list(state: web::Data<AppState>) -> HttpResponse {
             let mut out = service.config.summary();
             out["name"] = json!(&*service.config.name);
             out["panicking"] = json!(service.panicking());
+            out["breaker_state"] = json!(service.breaker_state());
             out["routes"] = json!(routes);
             out["targets"] = json!(targets);
             out
