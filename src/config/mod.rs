@@ -6,6 +6,7 @@
 //! `PORTCULLIS_PROFILE`, else `dev` on the embedded default and `prod` with a file.
 
 mod effective;
+mod header_rules;
 mod model;
 mod rate_limits;
 mod raw;
@@ -20,6 +21,7 @@ use figment::value::{Dict, Value};
 use figment::Figment;
 use serde::de::DeserializeOwned;
 
+pub use header_rules::{HeaderRules, Vars as HeaderVars};
 pub use model::{
     parse_level, AddressPrefixes, AdminConfig, AuthPolicy, Config, LogConfig, LogFormat, LogOutput,
     LoginConfig, Route, RouteOrigin, RouteUpstream, SameSite, ServerConfig, SessionConfig,

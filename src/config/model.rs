@@ -12,6 +12,7 @@ use actix_web::http::header::HeaderName;
 use actix_web::http::{uri::Authority, Method, Uri};
 use ipnet::IpNet;
 
+use super::header_rules::{self, HeaderRules};
 use super::rate_limits::{self, RateLimitPolicy};
 use super::raw::{
     RawAdmin, RawLog, RawLogin, RawRateLimit, RawRoute, RawServer, RawService, RawSession,
@@ -154,6 +155,17 @@ pub struct SessionConfig {
     pub session_id_header: HeaderName,
 }
 
+impl SessionConfig {
+    /// The headers that carry who the user is upstream: the gateway's alone.
+    pub fn identity_headers(&self) -> Vec<HeaderName> {
+        vec![
+            self.user_id_header.clone(),
+            self.roles_header.clone(),
+            self.session_id_header.clone(),
+        ]
+    }
+}
+
 /// The cookie `SameSite` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SameSite {
@@ -262,6 +274,10 @@ pub struct Route {
     pub login_redirect: bool,
     /// Every policy must admit the request.
     pub rate_limits: Vec<Arc<RateLimitPolicy>>,
+    /// Headers changed on the request before it is forwarded...
+    pub request_headers: HeaderRules,
+    /// ...and on the response before it is answered.
+    pub response_headers: HeaderRules,
 }
 
 /// Where a route sends its requests.
@@ -337,6 +353,8 @@ impl Route {
             "csrf": self.csrf,
             "login_redirect": self.login_redirect,
             "rate_limit": self.rate_limits.iter().map(|p| &*p.name).collect::<Vec<_>>(),
+            "request_headers": self.request_headers.summary(),
+            "response_headers": self.response_headers.summary(),
         })
     }
 
@@ -361,6 +379,8 @@ impl Route {
             csrf: true,
             login_redirect: false,
             rate_limits: Vec::new(),
+            request_headers: HeaderRules::default(),
+            response_headers: HeaderRules::default(),
         }
     }
 }
@@ -511,6 +531,7 @@ impl Config {
             policies,
             default_limits,
             services: declared_services,
+            owned_headers: session.identity_headers(),
         };
         let routes = routes_config(&mut e, raw.routes, &context);
         (errors.len() == before).then_some(Config {
@@ -1154,6 +1175,8 @@ pub(super) struct RouteContext {
     pub default_limits: Vec<Arc<RateLimitPolicy>>,
     /// Every service name declared, usable or not.
     pub services: std::collections::BTreeSet<String>,
+    /// The identity headers, which header rules may not touch.
+    pub owned_headers: Vec<HeaderName>,
 }
 
 impl RouteContext {
@@ -1164,6 +1187,7 @@ impl RouteContext {
             policies: rate_limits::Policies::from_usable(&config.rate_limits),
             default_limits: config.default_rate_limits.clone(),
             services: config.upstreams.keys().cloned().collect(),
+            owned_headers: config.session.identity_headers(),
         }
     }
 }
@@ -1190,6 +1214,8 @@ pub(super) fn route_config(
         csrf,
         login_redirect,
         rate_limit,
+        request_headers,
+        response_headers,
     } = raw;
     let key = |field: &str| format!("{prefix}{field}");
     let policy = route_policy(e, &key, auth, roles, permissions);
@@ -1241,6 +1267,11 @@ pub(super) fn route_config(
         Some(u) => e.check(&key("upstream"), route_upstream(&u, &context.services)),
     };
     let timeout = positive(e, &key("timeout"), timeout, context.default_timeout);
+    let owned = &context.owned_headers;
+    let request_headers =
+        header_rules::header_rules(e, &key("request_headers"), request_headers, owned);
+    let response_headers =
+        header_rules::header_rules(e, &key("response_headers"), response_headers, owned);
     let (id, pattern, upstream, path) = (id?, pattern?, upstream?, path?);
     Some(Route {
         id,
@@ -1256,6 +1287,8 @@ pub(super) fn route_config(
         csrf: csrf.unwrap_or(true),
         login_redirect: login_redirect.unwrap_or(false),
         rate_limits: route_limits,
+        request_headers,
+        response_headers,
     })
 }
 

@@ -208,4 +208,15 @@ pub struct RawRoute {
     pub csrf: Option<bool>,
     pub login_redirect: Option<bool>,
     pub rate_limit: Option<OneOrMany>,
+    pub request_headers: Option<RawHeaderRules>,
+    pub response_headers: Option<RawHeaderRules>,
+}
+
+/// A route's `request_headers` or `response_headers`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderRules {
+    pub remove: Option<Vec<String>>,
+    pub set: Option<std::collections::BTreeMap<String, String>>,
+    pub add: Option<std::collections::BTreeMap<String, String>>,
 }

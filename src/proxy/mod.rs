@@ -19,7 +19,9 @@ pub use body::{read_body, BodyFailure, BodyOutcome};
 
 use retry::HeldBody;
 
-use crate::config::{Config, Route, RouteUpstream, ServerConfig, Upstream, UpstreamConfig};
+use crate::config::{
+    Config, HeaderVars, Route, RouteUpstream, ServerConfig, Upstream, UpstreamConfig,
+};
 use crate::error::{GatewayError, UpstreamFailure};
 use crate::listener::Connection;
 use crate::pipeline::RequestCtx;
@@ -95,7 +97,7 @@ pub async fn forward(
         prefix,
         rest,
     };
-    match &route.upstream {
+    let mut response = match &route.upstream {
         RouteUpstream::Url(upstream) => {
             let request = outgoing.request(upstream, ctx)?;
             let outcome = Rc::new(BodyOutcome::default());
@@ -108,7 +110,7 @@ pub async fn forward(
             )?;
             ctx.tries = 1;
             let response = exchange(request.timeout(route.timeout), body, &outcome, ctx).await?;
-            Ok(client_response(req.method(), response))
+            client_response(req.method(), response)
         }
         RouteUpstream::Service(name) => {
             let Some(service) = ctx.runtime.services.get(name).cloned() else {
@@ -116,8 +118,24 @@ pub async fn forward(
                 return Err(GatewayError::Internal);
             };
             let body = HeldBody::take(req, payload, &config.server, &service, ctx).await?;
-            retry::forward(&outgoing, &service, body, ctx).await
+            retry::forward(&outgoing, &service, body, ctx).await?
         }
+    };
+    if !route.response_headers.is_empty() {
+        route
+            .response_headers
+            .apply(response.headers_mut(), &header_vars(route, ctx));
+    }
+    Ok(response)
+}
+
+/// What a route's header rules may fill in.
+fn header_vars<'a>(route: &'a Route, ctx: &'a RequestCtx) -> HeaderVars<'a> {
+    HeaderVars {
+        request_id: &ctx.request_id,
+        client_ip: ctx.client_ip,
+        user: ctx.principal.as_ref().map_or("", |(user, _)| &user.name),
+        route: &route.id,
     }
 }
 
@@ -180,6 +198,12 @@ impl Outgoing<'_> {
             crate::auth::strip_session_cookie(req.headers(), &session.cookie_name)
         {
             outbound.insert(header::COOKIE, cookies);
+        }
+        // The route's rules, before the identity headers: those stay the gateway's.
+        if !route.request_headers.is_empty() {
+            route
+                .request_headers
+                .apply(outbound, &header_vars(route, ctx));
         }
         if let Some((user, session_state)) = &ctx.principal {
             if let Ok(value) = HeaderValue::from_str(&user.name) {

@@ -301,11 +301,27 @@ test('the live log shows a request made during the test', async (t) => {
   seen.assertClean('live log');
 });
 
+test('the upstreams page shows each target of a service and its state', async () => {
+  // Traffic through the service, so its counts move.
+  for (let i = 0; i < 4; i += 1) await viaProxy('/balanced/hello');
+  await visit(page, '#/upstreams');
+  const service = page.getByRole('region', { name: 'Service api' });
+  await service.waitFor();
+  // The dead target fails its checks and is shown down; the live one up.
+  await service.getByRole('row').filter({ has: page.getByText('down', { exact: true }) }).first().waitFor();
+  await service.getByRole('row').filter({ has: page.getByText('up', { exact: true }) }).first().waitFor();
+  await service.getByText('1 of 2 up').waitFor();
+  assert.match(await service.innerText(), /Routes: balanced/);
+  await screenshot(page, 'upstreams');
+  seen.assertClean('upstreams');
+});
+
 test('every page renders without browser errors (screenshots at 1280x800 and 390x844)', async () => {
   const pages = [
     ['overview', '#/overview'],
     ['routes', '#/routes'],
     ['route-detail', `#/routes/${ROUTE_ID}`],
+    ['upstreams', '#/upstreams'],
     ['users', '#/users'],
     ['rate-limits', '#/rate-limits'],
     ['logs', '#/logs'],

@@ -125,6 +125,19 @@ id = "protected"
 path = "/protected/*"
 upstream = "http://127.0.0.1:$upstream_port"
 
+[upstreams.api]
+targets = ["http://127.0.0.1:$upstream_port", { url = "http://127.0.0.1:$dead_port", weight = 2 }]
+
+[upstreams.api.health]
+path = "/healthz"
+interval = "500ms"
+
+[[routes]]
+id = "balanced"
+path = "/balanced/*"
+upstream = "api"
+auth = "public"
+
 [[routes]]
 id = "down"
 path = "/down/*"

@@ -519,3 +519,66 @@ async fn an_invalid_request_id_is_replaced() {
     assert_eq!(status, 404);
     assert_eq!(body["correlation_id"].as_str().unwrap().len(), 32);
 }
+
+#[tokio::test]
+async fn header_rules_change_the_request_and_the_response_but_never_identity() {
+    let echo = Echo::start();
+    let gateway = Gateway::start(
+        Setup::new().route(
+            route("ruled", "/p/*", &echo.url())
+                .extra(r#"request_headers = { remove = ["X-Debug"], set = { "X-Env" = "prod", "X-Trace" = "$request_id@$route" }, add = { "X-From" = "$client_ip" } }"#)
+                .extra(r#"response_headers = { remove = ["X-Upstream-Custom"], set = { "X-Served-By" = "gw/$route" }, add = { "X-User" = "[$user]" } }"#),
+        ),
+    );
+    let response = client()
+        .get(gateway.url("/p/status/200"))
+        .header("x-request-id", "rules-1")
+        .header("x-debug", "secret")
+        .header("x-env", "dev")
+        .header("x-from", "client-said")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // The response: removed, set and added, variables filled in.
+    assert!(response.headers().get("x-upstream-custom").is_none());
+    assert_eq!(response.headers()["x-served-by"], "gw/ruled");
+    assert_eq!(response.headers()["x-user"], "[]", "no session: empty");
+
+    let body = json(
+        client()
+            .get(gateway.url("/p/echo"))
+            .header("x-request-id", "rules-2")
+            .header("x-debug", "secret")
+            .header("x-env", "dev")
+            .header("x-from", "client-said")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(received(&body, "x-debug").is_empty());
+    assert_eq!(received(&body, "x-env"), ["prod"]);
+    assert_eq!(received(&body, "x-trace"), ["rules-2@ruled"]);
+    assert_eq!(received(&body, "x-from"), ["client-said", "127.0.0.1"]);
+
+    // Identity, framing and the request id are out of reach, with the key path.
+    let failed = crate::common::Launch::new(Setup::new().route(
+        route("bad", "/b/*", &echo.url())
+            .extra(r#"request_headers = { set = { "X-User-Id" = "admin", "Content-Length" = "0" }, remove = ["X-Request-Id"] }"#)
+            .extra(r#"response_headers = { add = { "X-Ok" = "$secret" } }"#),
+    ))
+    .expect_failure();
+    for key in [
+        "routes[0].request_headers.set.X-User-Id",
+        "routes[0].request_headers.set.Content-Length",
+        "routes[0].request_headers.remove[0]",
+        "routes[0].response_headers.add.X-Ok",
+    ] {
+        assert!(
+            failed.stderr.contains(key),
+            "missing {key} in {}",
+            failed.stderr
+        );
+    }
+}
