@@ -5,6 +5,10 @@ of the same nginx upstream, A and B taking turns in random order each
 round. See ab.sh, which builds the two binaries.
 
     python3 bench/ab.py BASE_BINARY NEW_BINARY
+
+With NEW_BALANCED=1 the new side routes to a service of two targets (the
+same upstream on two ports) instead of one URL: give the same binary twice
+to measure what balancing and health tracking cost.
 """
 
 import random
@@ -21,9 +25,12 @@ CONNS = int(compare.os.environ.get("CONNS", "64"))
 PATH = compare.os.environ.get("AB_PATH", "/small")
 
 
-def measure(binary, port):
+NEW_BALANCED = compare.os.environ.get("NEW_BALANCED") == "1"
+
+
+def measure(binary, port, balanced=False):
     compare.BIN = Path(binary)
-    proc, headers = compare.portcullis(port, full=True)
+    proc, headers = compare.portcullis(port, full=True, balanced=balanced)
     try:
         compare.wrk(port, CONNS, headers, path=PATH)  # warm-up
         cpu_before = proc.cpu_seconds()
@@ -31,7 +38,8 @@ def measure(binary, port):
         cpu = proc.cpu_seconds() - cpu_before
     finally:
         proc.stop()
-        compare.shutil.rmtree(compare.WORK / "portcullis-full-data", ignore_errors=True)
+        for data in compare.WORK.glob("portcullis-full*-data"):
+            compare.shutil.rmtree(data, ignore_errors=True)
     if result["non_2xx"] or result["socket_errors"]:
         raise SystemExit(f"{binary}: {result}")
     result["cpu_us"] = cpu / result["requests"] * 1e6
@@ -47,7 +55,7 @@ def main():
             order = [("base", base), ("new", new)]
             random.shuffle(order)
             for name, binary in order:
-                result = measure(binary, 18106)
+                result = measure(binary, 18106, balanced=NEW_BALANCED and name == "new")
                 runs[name].append(result)
                 print(f"round {round_ + 1} {name}: {result['rps']:.0f} req/s, "
                       f"{result['cpu_us']:.1f} µs CPU/request", flush=True)

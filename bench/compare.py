@@ -30,6 +30,8 @@ PROXY_CPUS = ",".join(str(c) for c in range(max(1, CPUS // 2)))
 LOAD_CPUS = ",".join(str(c) for c in range(max(1, CPUS // 2), CPUS)) or "0"
 THREADS = max(1, CPUS // 2)
 UPSTREAM = 18100
+# The same upstream on a second port: the balanced contender's second target.
+UPSTREAM_2 = 18110
 WORK = Path(tempfile.mkdtemp(prefix="portcullis-bench-"))
 WORK.chmod(0o755)  # nginx workers run unprivileged and serve /big from here
 
@@ -115,6 +117,7 @@ http {{
   keepalive_requests 1000000;
   server {{
     listen 127.0.0.1:{UPSTREAM} backlog=4096;
+    listen 127.0.0.1:{UPSTREAM_2} backlog=4096;
     location = /small {{ return 200 "hello world\\n"; }}
     location = /big {{ root {WORK}/www; }}
   }}
@@ -209,8 +212,14 @@ http://127.0.0.1:{port} {{
     return Proc("caddy", pinned(PROXY_CPUS, f"caddy run --config {conf} --adapter caddyfile"), env=env), {}
 
 
-def portcullis(port, full=False, extra=""):
-    name = "portcullis-full" if full else "portcullis"
+def portcullis(port, full=False, extra="", balanced=False):
+    """Portcullis on one route to the upstream; `full`: with a session and a
+    rate limit; `balanced`: to a service of two targets (the upstream on
+    two ports) with passive health tracking, instead of one URL."""
+    name = ("portcullis-full" if full else "portcullis") + ("-balanced" if balanced else "")
+    upstream = "svc" if balanced else f"http://127.0.0.1:{UPSTREAM}"
+    service = (f'[upstreams.svc]\ntargets = ["http://127.0.0.1:{UPSTREAM}", '
+               f'"http://127.0.0.1:{UPSTREAM_2}"]\n') if balanced else ""
     admin = port + 1000
     data = WORK / f"{name}-data"
     route_policy = 'rate_limit = "bench"' if full else 'auth = "public"'
@@ -235,10 +244,11 @@ idle_timeout = "1h"
 key = ["user"]
 limit = 1000000000
 window = "1m"
+{service}
 [[routes]]
 id = "all"
 path = "/*"
-upstream = "http://127.0.0.1:{UPSTREAM}"
+upstream = "{upstream}"
 {route_policy}
 {extra}
 """)
@@ -272,9 +282,11 @@ CONTENDERS = {
     "portcullis": lambda: portcullis(18105),
     "actix-awc-bare": lambda: bare(18107),
     "portcullis-full": lambda: portcullis(18106, full=True),
+    "portcullis-full-balanced": lambda: portcullis(18108, full=True, balanced=True),
 }
 PORTS = {"direct": UPSTREAM, "nginx": 18101, "haproxy": 18102, "haproxy-matched": 18103,
-         "caddy": 18104, "portcullis": 18105, "actix-awc-bare": 18107, "portcullis-full": 18106}
+         "caddy": 18104, "portcullis": 18105, "actix-awc-bare": 18107, "portcullis-full": 18106,
+         "portcullis-full-balanced": 18108}
 
 
 def wrk(port, conns, headers, path="/small", keepalive=True):

@@ -68,11 +68,15 @@ def total_instructions(out_dir, pid):
     return int(re.search(r"^summary:\s+(\d+)", Path(last).read_text(errors="replace"), re.M).group(1))
 
 
-def measure(binary):
+# As in ab.py: the new side routes to a two-target service instead of one URL.
+NEW_BALANCED = os.environ.get("NEW_BALANCED") == "1"
+
+
+def measure(binary, balanced=False):
     out_dir = compare.WORK / f"callgrind-{Path(binary).parent.parent.name}-{time.time_ns()}"
     out_dir.mkdir()
     compare.BIN = callgrind_wrapper(Path(binary).resolve(), out_dir)
-    proc, headers = compare.portcullis(PORT, full=True)
+    proc, headers = compare.portcullis(PORT, full=True, balanced=balanced)
     try:
         hammer(headers, 400)  # warm-up: connections, caches, the upstream pool
         pid = next(p for p in proc.pids() if b"--tool=callgrind" in Path(f"/proc/{p}/cmdline").read_bytes())
@@ -91,14 +95,18 @@ def measure(binary):
         return total_instructions(out_dir, pid) / made
     finally:
         proc.stop()
-        compare.shutil.rmtree(compare.WORK / "portcullis-full-data", ignore_errors=True)
+        for data in compare.WORK.glob("portcullis-full*-data"):
+            compare.shutil.rmtree(data, ignore_errors=True)
 
 
 def main():
     base, new = sys.argv[1], sys.argv[2]
     upstream = compare.start_upstream()
     try:
-        result = {name: measure(binary) for name, binary in (("base", base), ("new", new))}
+        result = {
+            name: measure(binary, balanced=NEW_BALANCED and name == "new")
+            for name, binary in (("base", base), ("new", new))
+        }
     finally:
         upstream.stop()
     print(f"instructions per request, {REQUESTS} requests over {CONNS} connections:")

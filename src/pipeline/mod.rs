@@ -32,7 +32,7 @@ pub use client_ip::{is_trusted, resolve as resolve_client_ip};
 pub use ctx::RequestCtx;
 
 use crate::auth::{self, csrf, endpoints, Rejection};
-use crate::config::{AuthPolicy, Config, Route};
+use crate::config::{AuthPolicy, Config, Route, RouteUpstream};
 use crate::error::GatewayError;
 use crate::proxy::{self, UpstreamClient};
 use crate::ratelimit;
@@ -40,7 +40,7 @@ use crate::route_store::{self, ApiRoute};
 use crate::routing::{self, RouteMiss, RouteTable};
 use crate::state::AppState;
 use crate::storage::RouteRecord;
-use crate::upstream::Services;
+use crate::upstream::{Service, Services};
 
 /// `X-Request-Id`, sent upstream and back to the client.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(request_id::HEADER);
@@ -62,6 +62,9 @@ pub struct Runtime {
     pub api_routes: Vec<Arc<ApiRoute>>,
     /// The `[upstreams]` services and their targets' health.
     pub services: Arc<Services>,
+    /// Each served route's service (by the route's index), so a request
+    /// finds its service without looking up a name.
+    route_services: Vec<Option<Arc<Service>>>,
 }
 
 impl Runtime {
@@ -79,12 +82,27 @@ impl Runtime {
     ) -> Runtime {
         let (routes, api_routes) = route_store::compose(&config, api_routes);
         let services = Services::build(config.upstreams.values(), previous.map(|p| &*p.services));
+        let routes = RouteTable::new(routes);
+        let route_services = routes
+            .routes()
+            .iter()
+            .map(|route| match &route.upstream {
+                RouteUpstream::Service(name) => services.get(name).cloned(),
+                RouteUpstream::Url(_) => None,
+            })
+            .collect();
         Runtime {
             config,
-            routes: RouteTable::new(routes),
+            routes,
             api_routes,
             services: Arc::new(services),
+            route_services,
         }
+    }
+
+    /// The service of the route at `index`, if it names one.
+    pub fn service_of(&self, index: usize) -> Option<&Arc<Service>> {
+        self.route_services.get(index)?.as_ref()
     }
 }
 

@@ -112,8 +112,9 @@ pub async fn forward(
             let response = exchange(request.timeout(route.timeout), body, &outcome, ctx).await?;
             client_response(req.method(), response)
         }
-        RouteUpstream::Service(name) => {
-            let Some(service) = ctx.runtime.services.get(name).cloned() else {
+        RouteUpstream::Service(_) => {
+            let service = ctx.route.and_then(|i| ctx.runtime.service_of(i).cloned());
+            let Some(service) = service else {
                 // Validation lets no route name a missing service.
                 return Err(GatewayError::Internal);
             };

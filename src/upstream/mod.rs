@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::Notify;
 
 use rand::Rng as _;
 
@@ -76,10 +76,13 @@ pub struct Service {
     pub(crate) retries: AtomicU64,
     /// Requests retrying now, for the retry budget.
     retrying: AtomicU32,
-    /// Permits for requests in flight (`max_in_flight`)...
-    slots: Semaphore,
-    /// ...and the requests waiting for one (at most `max_pending`).
+    /// Requests in flight (at most `max_in_flight`)...
+    admitted: AtomicU32,
+    /// ...and those waiting for a place (at most `max_pending`), woken
+    /// when one comes free. A plain counter, not a semaphore, so the
+    /// common case takes no lock: one compare-and-swap in, one subtraction out.
     waiting: AtomicU32,
+    freed: Notify,
     /// Kept across reloads, like the targets' health.
     breaker: Arc<Breaker>,
     /// Requests refused: over the limits, or by the open breaker.
@@ -107,9 +110,18 @@ impl Refusal {
     }
 }
 
-/// A request's place among the service's requests in flight.
-pub struct Admission<'a> {
-    _slot: SemaphorePermit<'a>,
+/// A request's place among the service's requests in flight, given back
+/// when dropped.
+pub struct Admission<'a>(&'a Service);
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        let service = self.0;
+        service.admitted.fetch_sub(1, Ordering::AcqRel);
+        if service.waiting.load(Ordering::Acquire) > 0 {
+            service.freed.notify_one();
+        }
+    }
 }
 
 /// Retries may be at most this share (percent) of the requests in flight...
@@ -176,8 +188,9 @@ impl Service {
             panicking: AtomicBool::new(previous.is_some_and(|p| p.panicking())),
             retries: AtomicU64::new(0),
             retrying: AtomicU32::new(0),
-            slots: Semaphore::new(config.max_in_flight as usize),
+            admitted: AtomicU32::new(0),
             waiting: AtomicU32::new(0),
+            freed: Notify::new(),
             breaker: previous.map_or_else(Default::default, |p| p.breaker.clone()),
             refused_overloaded: AtomicU64::new(0),
             refused_open: AtomicU64::new(0),
@@ -195,8 +208,8 @@ impl Service {
                 return Err(Refusal::CircuitOpen);
             }
         }
-        if let Ok(slot) = self.slots.try_acquire() {
-            return Ok(Admission { _slot: slot });
+        if self.take_place() {
+            return Ok(Admission(self));
         }
         let max_pending = self.config.max_pending;
         let queued = self
@@ -205,19 +218,41 @@ impl Service {
                 (n < max_pending).then_some(n + 1)
             })
             .is_ok();
-        let slot = if queued {
-            let slot = tokio::time::timeout(wait, self.slots.acquire()).await;
+        let admitted = queued
+            && tokio::time::timeout(wait, self.wait_for_place())
+                .await
+                .is_ok();
+        if queued {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
-            slot.ok().and_then(Result::ok)
-        } else {
-            None
-        };
-        match slot {
-            Some(slot) => Ok(Admission { _slot: slot }),
-            None => {
-                self.refused_overloaded.fetch_add(1, Ordering::Relaxed);
-                Err(Refusal::Overloaded)
+        }
+        if admitted {
+            return Ok(Admission(self));
+        }
+        self.refused_overloaded.fetch_add(1, Ordering::Relaxed);
+        Err(Refusal::Overloaded)
+    }
+
+    /// Takes a place among the requests in flight, if one is free.
+    fn take_place(&self) -> bool {
+        let max = self.config.max_in_flight;
+        self.admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Waits until a place is taken. Registered for a wake-up before each
+    /// try, so a place freed between the try and the wait is not missed.
+    async fn wait_for_place(&self) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.take_place() {
+                return;
             }
+            freed.await;
         }
     }
 
@@ -550,6 +585,40 @@ mod tests {
         assert!(s.panicking());
         let spread = picks(&s, 30);
         assert!((0..3).all(|i| spread.contains(&i)), "{spread:?}");
+    }
+
+    #[tokio::test]
+    async fn admission_waits_in_a_bounded_line_then_refuses() {
+        let mut config = (*service(&[1], Balance::RoundRobin, 0).config).clone();
+        config.max_in_flight = 1;
+        config.max_pending = 1;
+        let s = Arc::new(Service::new(Arc::new(config), None));
+        let first = s.admit(Duration::from_secs(5)).await.unwrap();
+        let waiter = {
+            let s = s.clone();
+            tokio::spawn(async move { s.admit(Duration::from_secs(5)).await.is_ok() })
+        };
+        while s.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // One in flight, one waiting: the next is refused at once.
+        assert_eq!(
+            s.admit(Duration::from_secs(5)).await.err(),
+            Some(Refusal::Overloaded)
+        );
+        drop(first);
+        assert!(
+            waiter.await.unwrap(),
+            "the waiting request got the freed place"
+        );
+        // A wait that runs out is refused too.
+        let held = s.admit(Duration::from_secs(1)).await.unwrap();
+        assert_eq!(
+            s.admit(Duration::from_millis(20)).await.err(),
+            Some(Refusal::Overloaded)
+        );
+        drop(held);
+        assert_eq!(s.refused_overloaded.load(Ordering::Relaxed), 2);
     }
 
     #[test]
