@@ -316,6 +316,30 @@ test('the upstreams page shows each target of a service and its state', async ()
   seen.assertClean('upstreams');
 });
 
+test('editing a route in the console keeps the header rules the form does not show', async () => {
+  const created = await apiFromPage(page, 'POST', 'routes', {
+    id: 'ruled', path: '/ruled/*', upstream: env.upstream, auth: 'public',
+    request_headers: { set: { 'X-Env': 'prod' } },
+  });
+  assert.equal(created.status, 201, JSON.stringify(created.json));
+  await visit(page, '#/routes');
+  await page.getByRole('button', { name: 'Edit route ruled' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Edit route ruled' });
+  await dialog.getByLabel('Path', { exact: true }).fill('/ruled-again/*');
+  await dialog.getByRole('button', { name: 'Save changes' }).click();
+  await dialog.waitFor({ state: 'detached' });
+  const saved = await apiFromPage(page, 'GET', 'routes/ruled');
+  assert.equal(saved.json.path, '/ruled-again/*');
+  assert.deepEqual(saved.json.request_headers.set, { 'x-env': 'prod' });
+  const res = await eventually(async () => {
+    const r = await viaProxy('/ruled-again/x');
+    return r.status === 200 ? r : null;
+  }, { what: 'the edited route to serve' });
+  assert.equal(res.json.headers['x-env'], 'prod', 'the upstream got the rule\'s header');
+  assert.equal((await apiFromPage(page, 'DELETE', 'routes/ruled')).status, 204);
+  seen.assertClean('route edit');
+});
+
 test('every page renders without browser errors (screenshots at 1280x800 and 390x844)', async () => {
   const pages = [
     ['overview', '#/overview'],

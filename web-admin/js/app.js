@@ -9,10 +9,11 @@ import overview from './pages/overview.js';
 import routes from './pages/routes.js';
 import users from './pages/users.js';
 import rateLimits from './pages/rate-limits.js';
+import upstreams from './pages/upstreams.js';
 import logs from './pages/logs.js';
 import audit from './pages/audit.js';
 
-const PAGES = { overview, routes, users, 'rate-limits': rateLimits, logs, audit };
+const PAGES = { overview, routes, upstreams, users, 'rate-limits': rateLimits, logs, audit };
 const DEFAULT_PAGE = 'overview';
 
 const root = document.getElementById('app');
@@ -81,6 +82,7 @@ async function logout() {
 const NAV = [
   ['overview', 'Overview'],
   ['routes', 'Routes'],
+  ['upstreams', 'Upstreams'],
   ['users', 'Users & sessions'],
   ['rate-limits', 'Rate limits'],
   ['logs', 'Live log'],

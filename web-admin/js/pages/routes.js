@@ -99,6 +99,16 @@ function routeSpec(v) {
   return spec;
 }
 
+/** The route's settings the form does not show (its header rules), kept as they are on save. */
+function unshown(route) {
+  const kept = {};
+  for (const key of ['request_headers', 'response_headers']) {
+    const rules = route[key];
+    if (rules && (rules.remove?.length || Object.keys(rules.set || {}).length || Object.keys(rules.add || {}).length)) kept[key] = rules;
+  }
+  return kept;
+}
+
 async function editRoute(route, reload) {
   const editing = Boolean(route);
   const saved = await formDialog({
@@ -108,7 +118,7 @@ async function editRoute(route, reload) {
     intro: 'Checked by the same rules as the configuration file; it takes effect for new requests as soon as it is saved.',
     fields: routeFields(route, editing),
     submit: (values) => (editing
-      ? api.put(`routes/${api.enc(route.id)}`, routeSpec(values))
+      ? api.put(`routes/${api.enc(route.id)}`, { ...unshown(route), ...routeSpec(values) })
       : api.post('routes', routeSpec(values))),
   });
   if (saved) {
