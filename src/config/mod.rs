@@ -30,7 +30,7 @@ pub use model::{
 pub use rate_limits::{FailMode, KeyPart, RateLimitPolicy};
 pub use services::{
     Balance, BreakerConfig, HashKey, HealthCheck, PassiveHealth, ServiceConfig, ServiceTarget,
-    IDEMPOTENT_METHODS,
+    IDEMPOTENT_METHODS, MAX_TARGETS,
 };
 pub use units::{parse_duration, ByteSize, HumanDuration, MAX_DURATION};
 

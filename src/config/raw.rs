@@ -71,6 +71,7 @@ pub struct RawService {
     pub panic_threshold: Option<u8>,
     pub max_in_flight: Option<u32>,
     pub max_pending: Option<u32>,
+    pub slow_start: Option<HumanDuration>,
     pub health: Option<RawHealthCheck>,
     pub passive: Option<RawPassive>,
     pub breaker: Option<RawBreaker>,

@@ -30,6 +30,10 @@ pub struct ServiceConfig {
     /// Below this share of healthy targets (percent), requests go to all
     /// of them; 0 never does.
     pub panic_threshold: u8,
+    /// A target coming back (from an ejection or down by its checks) gets
+    /// a share of requests growing from nothing to its full share over
+    /// this time; zero: at once.
+    pub slow_start: Duration,
     /// Requests in flight to the service at once; more wait...
     pub max_in_flight: u32,
     /// ...up to this many; more are refused at once.
@@ -74,6 +78,7 @@ impl ServiceConfig {
             "panic_threshold": self.panic_threshold,
             "max_in_flight": self.max_in_flight,
             "max_pending": self.max_pending,
+            "slow_start": duration(self.slow_start),
             "breaker": self.breaker.map(|b| serde_json::json!({
                 "failure_percent": b.failure_percent,
                 "window": duration(b.window),
@@ -278,6 +283,7 @@ fn service(e: &mut Errors, name: &str, raw: RawService) -> Option<ServiceConfig>
         panic_threshold,
         max_in_flight,
         max_pending,
+        slow_start,
         health,
         passive,
         breaker,
@@ -385,6 +391,7 @@ fn service(e: &mut Errors, name: &str, raw: RawService) -> Option<ServiceConfig>
         panic_threshold,
         max_in_flight,
         max_pending,
+        slow_start: slow_start.map_or(Duration::ZERO, |d| d.0),
         health,
         passive,
         breaker,

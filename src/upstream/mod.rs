@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use rand::Rng as _;
 
-use crate::config::{Balance, ServiceConfig};
+use crate::config::{Balance, ServiceConfig, MAX_TARGETS};
 use breaker::Breaker;
 use ketama::Ring;
 
@@ -318,15 +318,35 @@ impl Service {
         };
         let eligible = |i: usize| !tried.contains(i) && (panic || healthy.contains(i));
         let chosen = match (&self.config.balance, hash) {
-            (Balance::LeastRequests, _) => self.least_requests(eligible),
-            // The key's own target, or the next one on the ring.
+            // The key's own target, or the next one on the ring (slow start
+            // would move keys about, so hashing has none).
             (Balance::Hash(_), Some(hash)) => self.ring.walk(hash).find(|&i| eligible(i)),
-            _ => self.round_robin(eligible),
+            _ => {
+                // A target warming up is passed over at random, less and
+                // less often; if that leaves none, it is taken all the same.
+                let slow_start = self.config.slow_start;
+                let warm = |i: usize| {
+                    slow_start.is_zero()
+                        || self.targets[i]
+                            .warming(now, slow_start)
+                            .is_none_or(|share| rand::thread_rng().gen_bool(share))
+                };
+                self.choose(|i| eligible(i) && warm(i))
+                    .or_else(|| self.choose(eligible))
+            }
         };
         let picked = chosen
             .map(|i| self.picked(i, false))
             .ok_or(NoTarget::NoneHealthy);
         (picked, change)
+    }
+
+    /// Round robin or least requests among the targets `eligible` admits.
+    fn choose(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        match self.config.balance {
+            Balance::LeastRequests => self.least_requests(eligible),
+            _ => self.round_robin(eligible),
+        }
     }
 
     fn round_robin(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
@@ -340,16 +360,22 @@ impl Service {
     /// Power of two random choices: the less busy, per unit of weight, of
     /// two eligible targets.
     fn least_requests(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
-        let count = (0..self.targets.len()).filter(|&i| eligible(i)).count();
-        let nth = |n: usize| (0..self.targets.len()).filter(|&i| eligible(i)).nth(n);
-        match count {
-            0 => None,
-            1 => nth(0),
+        // Each target is asked once (`eligible` may draw at random).
+        let mut candidates = [0u16; MAX_TARGETS];
+        let mut count = 0;
+        for i in (0..self.targets.len()).filter(|&i| eligible(i)) {
+            candidates[count] = i as u16;
+            count += 1;
+        }
+        let candidates = &candidates[..count];
+        match candidates {
+            [] => None,
+            [only] => Some(usize::from(*only)),
             _ => {
                 let mut rng = rand::thread_rng();
                 let a = rng.gen_range(0..count);
                 let b = (a + rng.gen_range(1..count)) % count;
-                let (a, b) = (nth(a)?, nth(b)?);
+                let (a, b) = (usize::from(candidates[a]), usize::from(candidates[b]));
                 let load = |i: usize| {
                     let t = &self.targets[i];
                     // in_flight / weight, compared without division.
@@ -502,6 +528,7 @@ mod tests {
             panic_threshold,
             max_in_flight: 1024,
             max_pending: 1024,
+            slow_start: Duration::ZERO,
             breaker: None,
             health: None,
             passive: PassiveHealth {
@@ -585,6 +612,29 @@ mod tests {
         assert!(s.panicking());
         let spread = picks(&s, 30);
         assert!((0..3).all(|i| spread.contains(&i)), "{spread:?}");
+    }
+
+    #[test]
+    fn a_target_back_from_ejection_ramps_up_over_slow_start() {
+        let mut config = (*service(&[1, 1], Balance::RoundRobin, 0).config).clone();
+        config.slow_start = Duration::from_secs(3600);
+        let s = Service::new(Arc::new(config), None);
+        // Eject target 1, then let its trial succeed: it is back, warming.
+        let p = s.picked(1, false);
+        assert!(matches!(s.report(p, Verdict::Failure), Change::Ejected(_)));
+        let trial = s.picked(1, true);
+        assert_eq!(s.report(trial, Verdict::Success), Change::Restored);
+        let share = s.targets[1]
+            .warming(now_ms(), Duration::from_secs(3600))
+            .unwrap();
+        assert!(share < 0.01, "{share}");
+        // Barely into its ramp, it gets (almost) nothing; target 0 the rest.
+        let got = picks(&s, 200);
+        assert!(got.iter().filter(|&&i| i == 1).count() <= 5, "{got:?}");
+        // Alone, it is taken all the same.
+        let mut tried = Tried::default();
+        tried.add(0);
+        assert_eq!(s.pick(&tried, None).0.unwrap().index, 1);
     }
 
     #[tokio::test]

@@ -210,6 +210,7 @@ impl Target {
         } else if !was_up && streak >= rise as i32 {
             self.checked_up.store(true, Ordering::Relaxed);
             self.failures.store(0, Ordering::Relaxed);
+            self.restored_at.store(now_ms, Ordering::Relaxed);
             Some(true)
         } else {
             None
@@ -221,6 +222,15 @@ impl Target {
             Change::None
         };
         (flip, change)
+    }
+
+    /// The share of its full weight a target just back in service gets
+    /// now, growing linearly over `slow_start`; `None` once it is through.
+    pub fn warming(&self, now_ms: u64, slow_start: Duration) -> Option<f64> {
+        let restored = self.restored_at.load(Ordering::Relaxed);
+        let ramp = millis(slow_start);
+        let elapsed = now_ms.saturating_sub(restored);
+        (restored != 0 && elapsed < ramp).then(|| elapsed as f64 / ramp as f64)
     }
 
     /// For the admin API: the target's state now.
