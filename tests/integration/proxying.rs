@@ -530,33 +530,24 @@ async fn header_rules_change_the_request_and_the_response_but_never_identity() {
                 .extra(r#"response_headers = { remove = ["X-Upstream-Custom"], set = { "X-Served-By" = "gw/$route" }, add = { "X-User" = "[$user]" } }"#),
         ),
     );
-    let response = client()
-        .get(gateway.url("/p/status/200"))
-        .header("x-request-id", "rules-1")
-        .header("x-debug", "secret")
-        .header("x-env", "dev")
-        .header("x-from", "client-said")
-        .send()
-        .await
-        .unwrap();
+    let send = |path: &str, id: &str| {
+        client()
+            .get(gateway.url(path))
+            .header("x-request-id", id)
+            .header("x-debug", "secret")
+            .header("x-env", "dev")
+            .header("x-from", "client-said")
+            .send()
+    };
+    let response = send("/p/status/200", "rules-1").await.unwrap();
     assert_eq!(response.status(), 200);
     // The response: removed, set and added, variables filled in.
     assert!(response.headers().get("x-upstream-custom").is_none());
     assert_eq!(response.headers()["x-served-by"], "gw/ruled");
     assert_eq!(response.headers()["x-user"], "[]", "no session: empty");
 
-    let body = json(
-        client()
-            .get(gateway.url("/p/echo"))
-            .header("x-request-id", "rules-2")
-            .header("x-debug", "secret")
-            .header("x-env", "dev")
-            .header("x-from", "client-said")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    // The request the upstream received.
+    let body = json(send("/p/echo", "rules-2").await.unwrap()).await;
     assert!(received(&body, "x-debug").is_empty());
     assert_eq!(received(&body, "x-env"), ["prod"]);
     assert_eq!(received(&body, "x-trace"), ["rules-2@ruled"]);

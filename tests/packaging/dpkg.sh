@@ -40,21 +40,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-checks=0
-log() { printf '[dpkg] %s\n' "$*" >&2; }
-pass() { checks=$((checks + 1)); printf '  ok  %s\n' "$*"; }
-fail() {
-    printf '  FAILED  %s\n' "$*" >&2
+CHECKS_NAME=dpkg
+source "$repo/tests/packaging/checks.sh"
+on_failure() {
     [ -z "$gateway" ] || { echo "--- gateway log" >&2; cat "$work/gateway.log" >&2; }
-    exit 1
-}
-expect() {
-    if grep -Eq -- "$2" <<<"$3"; then pass "$1"; else fail "$1: no /$2/ in:"$'\n'"$3"; fi
 }
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 proxy_port="$(free_port)"
 admin_port="$(free_port)"
 admin="http://127.0.0.1:$admin_port"

@@ -29,20 +29,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-checks=0
-log() { printf '[packaging] %s\n' "$*" >&2; }
-pass() { checks=$((checks + 1)); printf '  ok  %s\n' "$*"; }
-fail() {
-    printf '  FAILED  %s\n' "$*" >&2
-    exit 1
-}
-# expect DESCRIPTION PATTERN TEXT: TEXT matches the extended regex PATTERN.
-expect() {
-    if grep -Eq -- "$2" <<<"$3"; then pass "$1"; else fail "$1: no /$2/ in:"$'\n'"$3"; fi
-}
-refute() {
-    if grep -Eq -- "$2" <<<"$3"; then fail "$1: /$2/ found in:"$'\n'"$3"; else pass "$1"; fi
-}
+CHECKS_NAME=packaging
+source tests/packaging/checks.sh
 
 need_commands lintian:lintian python3:python3 curl:curl man:man-db
 
@@ -161,9 +149,6 @@ expect "ldd says it is not dynamic" 'not a dynamic executable|statically linked'
 expect "--version names the version and the commit" "^portcullis $version \\(commit $commit\\)\$" "$("$dir/portcullis" --version)"
 expect "the shipped configuration is valid" 'valid \(prod profile' "$("$dir/portcullis" check --config "$dir/portcullis.toml")"
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 upstream_port="$(free_port)"
 mkdir -p "$work/upstream/app"
 echo "hello from the upstream" >"$work/upstream/app/hello.txt"
