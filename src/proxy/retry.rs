@@ -74,6 +74,11 @@ impl HeldBody {
         })
     }
 
+    /// Whether a retry can send the body again.
+    fn replayable(&self) -> bool {
+        !matches!(self, HeldBody::Streamed(_))
+    }
+
     /// The body for the next try, or `None` when it cannot be sent again.
     fn for_try(&mut self) -> Option<(BoxBody, Rc<BodyOutcome>)> {
         let outcome = || Rc::new(BodyOutcome::default());
@@ -146,7 +151,7 @@ pub(super) async fn forward(
     let mut _permit = None;
     for attempt in 0..=service.config.retries {
         if let Some(previous) = &last {
-            if !retryable(previous, idempotent) {
+            if !body.replayable() || !retryable(previous, idempotent) {
                 break;
             }
             let Some(permit) = service.retry_permit() else {

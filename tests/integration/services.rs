@@ -384,3 +384,42 @@ async fn the_circuit_breaker_opens_on_failures_and_refuses_at_once() {
         Duration::from_secs(5),
     );
 }
+
+#[tokio::test]
+async fn a_body_too_large_to_hold_is_never_sent_twice() {
+    let live = Echo::named("live");
+    let dead = closed_port_url();
+    // The dead target first: a fresh service's first pick.
+    let gateway = service_gateway(&format!(r#"["{dead}", "{}"]"#, live.url()), "");
+    let big = vec![b'x'; 100 * 1024];
+    let response = client()
+        .put(gateway.url("/s/x"))
+        .header("x-request-id", "big-put")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    // Streamed, not held: the body is gone with the failed try, so no retry.
+    assert_eq!(response.status(), 502);
+    assert_eq!(live.hits(), 0);
+    let line = gateway.access_line("big-put");
+    assert_eq!(line["tries"], 1);
+    assert_eq!(line["target"], dead);
+    // A small body is held: the request that meets the dead target first
+    // is sent again, whole, to the live one.
+    for i in 0..2 {
+        let response = client()
+            .put(gateway.url("/s/x"))
+            .header("x-request-id", format!("small-put-{i}"))
+            .body(vec![b'x'; 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(json(response).await["body_bytes"], 1024);
+    }
+    let tries: Vec<_> = (0..2)
+        .map(|i| gateway.access_line(&format!("small-put-{i}"))["tries"].clone())
+        .collect();
+    assert!(tries.contains(&serde_json::json!(2)), "{tries:?}");
+}
