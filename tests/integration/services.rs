@@ -423,3 +423,26 @@ async fn a_body_too_large_to_hold_is_never_sent_twice() {
         .collect();
     assert!(tries.contains(&serde_json::json!(2)), "{tries:?}");
 }
+
+#[tokio::test]
+async fn a_target_killed_mid_traffic_costs_no_idempotent_request() {
+    let a = Echo::named("a");
+    let b = Echo::named("b");
+    let b_url = b.url();
+    let gateway = service_gateway(
+        &format!(r#"["{}", "{b_url}"]"#, a.url()),
+        "[upstreams.svc.passive]\nconsecutive_failures = 2\nejection_time = \"1m\"",
+    );
+    // Both serve, and both have pooled connections open.
+    let counts = answers(&gateway, "/s/x", 20).await;
+    assert_eq!((counts["a"], counts["b"]), (10, 10));
+    drop(b);
+    // Every GET still succeeds: a try on the dead target, whether a pooled
+    // connection is found closed or a new one refused, goes again to `a`.
+    let counts = answers(&gateway, "/s/x", 40).await;
+    assert_eq!(counts["a"], 40);
+    gateway.wait_for_log(
+        |l| l["msg"] == "upstream target ejected after failed requests" && l["target"] == b_url,
+        Duration::from_secs(5),
+    );
+}
