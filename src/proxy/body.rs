@@ -98,6 +98,68 @@ pub async fn read_body(
     Ok(bytes.freeze())
 }
 
+/// An upstream response body that fails when the upstream sends nothing
+/// for `idle` while the gateway waits for it (nginx's
+/// `proxy_read_timeout`): a stalled upstream cuts the client's stream
+/// instead of holding its connection forever. Only time spent waiting on
+/// the upstream counts, not time the client takes to read.
+pub struct IdleTimeout<S> {
+    inner: S,
+    idle: Duration,
+    /// Made the first time the upstream keeps the gateway waiting: most
+    /// bodies arrive with their head and never need one.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Whether the last poll found nothing, so the clock is running.
+    waiting: bool,
+}
+
+impl<S> IdleTimeout<S> {
+    pub fn new(inner: S, idle: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            idle,
+            deadline: None,
+            waiting: false,
+        }
+    }
+}
+
+impl<S> Stream for IdleTimeout<S>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(item) => {
+                this.waiting = false;
+                Poll::Ready(item)
+            }
+            Poll::Pending => {
+                let next = Instant::now() + this.idle;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
+                if !this.waiting {
+                    this.waiting = true;
+                    deadline.as_mut().reset(next);
+                }
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the upstream sent nothing of its body within the route's timeout",
+                        )))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
 /// The error the upstream client sees when the body is cut off.
 #[derive(Debug, thiserror::Error)]
 #[error("request body stopped: {0:?}")]

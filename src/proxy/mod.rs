@@ -110,7 +110,7 @@ pub async fn forward(
             )?;
             ctx.tries = 1;
             let response = exchange(request.timeout(route.timeout), body, &outcome, ctx).await?;
-            client_response(req.method(), response)
+            client_response(req.method(), response, route.timeout)
         }
         RouteUpstream::Service(_) => {
             let service = ctx.route.and_then(|i| ctx.runtime.service_of(i).cloned());
@@ -386,7 +386,11 @@ fn classify(err: &SendRequestError, body: Option<BodyFailure>) -> GatewayError {
 }
 
 /// The upstream's status, end-to-end headers and streamed body, unchanged.
-fn client_response<S>(method: &Method, upstream: awc::ClientResponse<S>) -> HttpResponse
+fn client_response<S>(
+    method: &Method,
+    upstream: awc::ClientResponse<S>,
+    idle: Duration,
+) -> HttpResponse
 where
     S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>>
         + Unpin
@@ -413,9 +417,10 @@ where
         };
         return response.set_body(BoxBody::new(NoBody(advertised)));
     }
+    let stream = body::IdleTimeout::new(upstream, idle);
     let body = match length {
-        Some(length) => SizedStream::new(length, upstream).boxed(),
-        None => BodyStream::new(upstream).boxed(),
+        Some(length) => SizedStream::new(length, stream).boxed(),
+        None => BodyStream::new(stream).boxed(),
     };
     response.set_body(body)
 }

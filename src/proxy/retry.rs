@@ -199,7 +199,7 @@ pub(super) async fn forward(
         }
     }
     match last {
-        Some(Ok(response)) => Ok(client_response(method, response)),
+        Some(Ok(response)) => Ok(client_response(method, response, outgoing.route.timeout)),
         Some(Err(error)) => Err(error),
         None => Err(GatewayError::GatewayTimeout),
     }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use futures_util::StreamExt as _;
 use serde_json::Value;
 
+use crate::common::http::Outcome;
 use crate::common::upstream::{GZIP_BYTES, UPSTREAM_COOKIES};
 use crate::common::{
     client, closed_port_url, echo_gateway, get_json, json, route, Echo, Fixed, Gateway, Hanging,
@@ -572,4 +573,77 @@ async fn header_rules_change_the_request_and_the_response_but_never_identity() {
             failed.stderr
         );
     }
+}
+
+/// A raw GET of `/p/x` through a gateway in front of `upstream` (route
+/// timeout `timeout`): the answer, and whether the gateway then closed the
+/// connection.
+fn raw_get_through(upstream: &str, timeout: &str) -> (crate::common::http::RawResponse, bool) {
+    let gateway = Gateway::start(
+        Setup::new()
+            .route(route("chaos", "/p/*", upstream).extra(&format!("timeout = \"{timeout}\""))),
+    );
+    let mut conn = RawConn::connect(gateway.proxy_addr()).unwrap();
+    conn.send(b"GET /p/x HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+        .unwrap();
+    let response = conn.read_response().unwrap();
+    (response, conn.is_closed())
+}
+
+#[test]
+fn an_upstream_cut_mid_body_is_never_passed_on_as_complete() {
+    let upstream = Fixed::start(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+    let gateway = Gateway::start(Setup::new().route(route("chaos", "/p/*", &upstream.url())));
+    for _ in 0..5 {
+        let mut conn = RawConn::connect(gateway.proxy_addr()).unwrap();
+        conn.send(b"GET /p/x HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+            .unwrap();
+        // The cut may come before the head went out (the connection closes
+        // with no answer) or after (a head promising 100 bytes, then fewer
+        // and the connection closed): a short read either way, never a
+        // complete-looking answer.
+        match conn.read_outcome().unwrap() {
+            Outcome::Closed => {}
+            Outcome::Response(response) => {
+                assert_eq!(response.header("content-length"), Some("100"));
+                assert!(response.body.len() < 100, "{} bytes", response.body.len());
+                assert!(conn.is_closed());
+            }
+        }
+    }
+}
+
+#[test]
+fn malformed_upstream_framing_is_a_502() {
+    let upstream = Fixed::start(b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\nhello");
+    let (response, _) = raw_get_through(&upstream.url(), "5s");
+    assert_eq!(response.status, 502);
+}
+
+#[test]
+fn an_upstream_stalling_after_its_headers_is_cut_after_the_route_timeout() {
+    // Sends its head and ten bytes of a hundred, then holds the connection
+    // for a minute.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut head = [0u8; 4096];
+                let _ = std::io::Read::read(&mut conn, &mut head);
+                let _ = std::io::Write::write_all(
+                    &mut conn,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
+                );
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            });
+        }
+    });
+    let started = std::time::Instant::now();
+    let (response, closed) = raw_get_through(&url, "300ms");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, b"0123456789");
+    assert!(closed, "the stalled stream is cut");
+    // Cut by the gateway, not by the upstream giving up a minute later.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
