@@ -160,7 +160,7 @@ pub(super) async fn forward(
             _permit = Some(permit);
             backoff(attempt, deadline).await;
         }
-        let picked = match service.pick(&tried, hash).0 {
+        let picked = match service.pick(&tried, hash) {
             Ok(picked) => picked,
             Err(_) if last.is_none() => {
                 ctx.upstream_error = Some("no target of the service is healthy".into());

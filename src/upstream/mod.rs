@@ -151,13 +151,6 @@ pub enum NoTarget {
     NoneHealthy,
 }
 
-/// What a pick changed about the service as a whole, to log and count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PanicChange {
-    Entered,
-    Left,
-}
-
 impl Service {
     fn new(config: Arc<ServiceConfig>, previous: Option<&Arc<Service>>) -> Service {
         let targets = config
@@ -284,14 +277,9 @@ impl Service {
 
     /// Chooses a target for a request, not one in `tried` when another is
     /// available; `hash`: the request's key for consistent hashing (none
-    /// when the request lacks it: then round robin). Returns the choice
-    /// and, when this pick changed it, whether the service went into or
-    /// out of panic mode.
-    pub fn pick(
-        &self,
-        tried: &Tried,
-        hash: Option<u32>,
-    ) -> (Result<Picked, NoTarget>, Option<PanicChange>) {
+    /// when the request lacks it: then round robin). Notes whether the
+    /// service is in panic mode, for the metrics task to log and count.
+    pub fn pick(&self, tried: &Tried, hash: Option<u32>) -> Result<Picked, NoTarget> {
         let now = now_ms();
         let mut healthy = Tried::default();
         let mut healthy_count = 0usize;
@@ -304,18 +292,17 @@ impl Service {
                 // The one trial request goes first, so a recovered target
                 // is found out as soon as its ejection is over.
                 Availability::TrialDue if !tried.contains(i) && target.claim_trial() => {
-                    return (Ok(self.picked(i, true)), None);
+                    return Ok(self.picked(i, true));
                 }
                 _ => {}
             }
         }
         let threshold = usize::from(self.config.panic_threshold);
         let panic = healthy_count * 100 < threshold * self.targets.len();
-        let change = match (panic, self.panicking.swap(panic, Ordering::Relaxed)) {
-            (true, false) => Some(PanicChange::Entered),
-            (false, true) => Some(PanicChange::Left),
-            _ => None,
-        };
+        // Written only when it changes: every worker reads this line.
+        if self.panicking.load(Ordering::Relaxed) != panic {
+            self.panicking.store(panic, Ordering::Relaxed);
+        }
         let eligible = |i: usize| !tried.contains(i) && (panic || healthy.contains(i));
         let chosen = match (&self.config.balance, hash) {
             // The key's own target, or the next one on the ring (slow start
@@ -335,10 +322,9 @@ impl Service {
                     .or_else(|| self.choose(eligible))
             }
         };
-        let picked = chosen
+        chosen
             .map(|i| self.picked(i, false))
-            .ok_or(NoTarget::NoneHealthy);
-        (picked, change)
+            .ok_or(NoTarget::NoneHealthy)
     }
 
     /// Round robin or least requests among the targets `eligible` admits.
@@ -541,7 +527,7 @@ mod tests {
 
     fn picks(service: &Service, n: usize) -> Vec<usize> {
         (0..n)
-            .map(|_| service.pick(&Tried::default(), None).0.unwrap().index)
+            .map(|_| service.pick(&Tried::default(), None).unwrap().index)
             .collect()
     }
 
@@ -572,10 +558,10 @@ mod tests {
         tried.add(0);
         tried.add(1);
         for _ in 0..5 {
-            assert_eq!(s.pick(&tried, None).0.unwrap().index, 2);
+            assert_eq!(s.pick(&tried, None).unwrap().index, 2);
         }
         tried.add(2);
-        assert_eq!(s.pick(&tried, None).0.err(), Some(NoTarget::NoneHealthy));
+        assert_eq!(s.pick(&tried, None).err(), Some(NoTarget::NoneHealthy));
         // Eject target 1 (one failure is enough here).
         let one = s.picked(1, false);
         assert!(matches!(
@@ -599,16 +585,15 @@ mod tests {
             assert_eq!(s.report(last, Verdict::Failure), Change::None);
         }
         // One of two healthy is not below 50 %: no panic, all to target 1.
-        let (picked, change) = s.pick(&Tried::default(), None);
-        assert_eq!((picked.unwrap().index, change), (1, None));
+        assert_eq!(s.pick(&Tried::default(), None).unwrap().index, 1);
+        assert!(!s.panicking());
         // With a higher threshold the same state is a panic: both serve.
         let s = service(&[1, 1, 1], Balance::RoundRobin, 50);
         for i in 0..2 {
             let p = s.picked(i, false);
             assert!(matches!(s.report(p, Verdict::Failure), Change::Ejected(_)));
         }
-        let (_, change) = s.pick(&Tried::default(), None);
-        assert_eq!(change, Some(PanicChange::Entered));
+        s.pick(&Tried::default(), None).unwrap();
         assert!(s.panicking());
         let spread = picks(&s, 30);
         assert!((0..3).all(|i| spread.contains(&i)), "{spread:?}");
@@ -634,7 +619,7 @@ mod tests {
         // Alone, it is taken all the same.
         let mut tried = Tried::default();
         tried.add(0);
-        assert_eq!(s.pick(&tried, None).0.unwrap().index, 1);
+        assert_eq!(s.pick(&tried, None).unwrap().index, 1);
     }
 
     #[tokio::test]
