@@ -446,3 +446,52 @@ async fn a_target_killed_mid_traffic_costs_no_idempotent_request() {
         Duration::from_secs(5),
     );
 }
+
+#[tokio::test]
+async fn too_few_healthy_targets_put_the_service_in_panic_mode() {
+    let live = Echo::named("live");
+    let (dead_1, dead_2) = (closed_port_url(), closed_port_url());
+    let gateway = service_gateway(
+        &format!(r#"["{dead_1}", "{dead_2}", "{}"]"#, live.url()),
+        "retries = 2\n[upstreams.svc.passive]\nconsecutive_failures = 1\nejection_time = \"1h\"",
+    );
+    // The dead targets are ejected one by one; every request still ends
+    // at the live one.
+    answers(&gateway, "/s/x", 6).await;
+    // One healthy of three is below 50 %: requests spread over all three
+    // again (and those on the dead ones are retried on the live one).
+    gateway.wait_for_log(
+        |l| {
+            l["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("upstream service in panic mode"))
+        },
+        Duration::from_secs(5),
+    );
+    let text = metrics(&gateway.admin_url("/metrics")).await;
+    assert_eq!(
+        sample(&text, "portcullis_upstream_panic", &[("service", "svc")]),
+        Some(1.0)
+    );
+    let before = sample(
+        &text,
+        "portcullis_upstream_target_requests_total",
+        &[("target", dead_1.as_str())],
+    );
+    let counts = answers(&gateway, "/s/x", 12).await;
+    assert_eq!(counts["live"], 12, "no client sees the dead targets");
+    let after = eventually("the tries counted", Duration::from_secs(5), || async {
+        let text = metrics(&gateway.admin_url("/metrics")).await;
+        sample(
+            &text,
+            "portcullis_upstream_target_requests_total",
+            &[("target", dead_1.as_str())],
+        )
+        .filter(|n| Some(*n) > before)
+    })
+    .await;
+    assert!(
+        after > before.unwrap_or(0.0),
+        "in panic mode the ejected target is tried again"
+    );
+}
