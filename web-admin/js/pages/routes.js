@@ -57,7 +57,7 @@ function routeFields(route, editing) {
   return [
     { name: 'id', label: 'Id', required: true, value: r.id, readonly: editing, hint: editing ? 'The id cannot change.' : 'Letters, digits, - _ . — the name in logs and metrics.' },
     { name: 'path', label: 'Path', required: true, value: r.path, placeholder: '/api/*', hint: 'Exact (/health), with parameters (/users/{id}) or a prefix ending in /*.' },
-    { name: 'upstream', label: 'Upstream', required: true, value: r.upstream, placeholder: 'http://127.0.0.1:9000', hint: 'http(s)://host[:port][/base]' },
+    { name: 'upstream', label: 'Upstream', required: true, value: r.upstream, placeholder: 'http://127.0.0.1:9000', hint: 'http(s)://host[:port][/base], or the name of an upstream service' },
     { name: 'methods', label: 'Methods (none ticked: every method)', type: 'checks', options: METHODS, value: r.methods || [] },
     { name: 'auth', label: 'Who may use it', type: 'select', options: withCurrent(AUTH_OPTIONS, r.auth), value: r.auth || 'authenticated', hint: 'authenticated: only with a valid session; public: anyone.' },
     { name: 'roles', label: 'Roles (any one of)', value: list(r.roles).join(', '), placeholder: 'admin, support', hint: 'Comma-separated; only with an authenticated route.' },
