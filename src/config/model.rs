@@ -157,11 +157,11 @@ pub struct SessionConfig {
 
 impl SessionConfig {
     /// The headers that carry who the user is upstream: the gateway's alone.
-    pub fn identity_headers(&self) -> Vec<HeaderName> {
-        vec![
-            self.user_id_header.clone(),
-            self.roles_header.clone(),
-            self.session_id_header.clone(),
+    pub fn identity_headers(&self) -> [&HeaderName; 3] {
+        [
+            &self.user_id_header,
+            &self.roles_header,
+            &self.session_id_header,
         ]
     }
 }
@@ -531,7 +531,7 @@ impl Config {
             policies,
             default_limits,
             services: declared_services,
-            owned_headers: session.identity_headers(),
+            owned_headers: session.identity_headers().map(Clone::clone).to_vec(),
         };
         let routes = routes_config(&mut e, raw.routes, &context);
         (errors.len() == before).then_some(Config {
@@ -1187,7 +1187,7 @@ impl RouteContext {
             policies: rate_limits::Policies::from_usable(&config.rate_limits),
             default_limits: config.default_rate_limits.clone(),
             services: config.upstreams.keys().cloned().collect(),
-            owned_headers: config.session.identity_headers(),
+            owned_headers: config.session.identity_headers().map(Clone::clone).to_vec(),
         }
     }
 }

@@ -173,11 +173,7 @@ impl Outgoing<'_> {
         // Identity headers are the gateway's alone: client-supplied copies
         // never pass, nor look-alikes with '_' for '-' (CGI-style upstreams
         // read `X_User_Id` as `X-User-Id`).
-        let identity = [
-            &session.user_id_header,
-            &session.roles_header,
-            &session.session_id_header,
-        ];
+        let identity = session.identity_headers();
         let forwarding = headers::Forwarding {
             peer: ctx.peer_ip,
             peer_trusted: ctx.peer_trusted,

@@ -148,7 +148,8 @@ pub(super) async fn forward(
         }
     };
     let mut last: Option<Result<awc::ClientResponse, GatewayError>> = None;
-    let mut _permit = None;
+    // Held until the next retry replaces it, or the request ends.
+    let mut _retry_permit = None;
     for attempt in 0..=service.config.retries {
         if let Some(previous) = &last {
             if !body.replayable() || !retryable(previous, idempotent) {
@@ -157,7 +158,7 @@ pub(super) async fn forward(
             let Some(permit) = service.retry_permit() else {
                 break;
             };
-            _permit = Some(permit);
+            _retry_permit = Some(permit);
             backoff(attempt, deadline).await;
         }
         let picked = match service.pick(&tried, hash) {
@@ -189,10 +190,11 @@ pub(super) async fn forward(
         ctx.upstream_error = None;
         let request = outgoing.request(&picked.target.config.upstream, ctx)?;
         let result = exchange(request.timeout(remaining), payload, &outcome, ctx).await;
-        if let Some(verdict) = verdict(&result) {
+        let verdict = verdict(&result);
+        if let Some(verdict) = verdict {
             service.report(picked, verdict);
         }
-        let done = !matches!(verdict(&result), Some(Verdict::Failure));
+        let done = verdict != Some(Verdict::Failure);
         last = Some(result);
         if done {
             break;

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
+use super::millis;
 use crate::config::BreakerConfig;
 
 const CLOSED: u8 = 0;
@@ -144,10 +145,6 @@ impl Breaker {
             _ => "half_open",
         }
     }
-}
-
-fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use actix_web::http::header;
 use rand::Rng as _;
 use slog::Logger;
 
-use super::{now_ms, Change, Service, Services, Target};
+use super::{millis, now_ms, Change, Service, Services, Target};
 use crate::config::HealthCheck;
 use crate::telemetry::Metrics;
 
@@ -41,7 +41,7 @@ pub async fn run(
                 if target.next_check.load(Ordering::Relaxed) > now {
                     continue;
                 }
-                let interval = u64::try_from(check.interval.as_millis()).unwrap_or(u64::MAX);
+                let interval = millis(check.interval);
                 // Up to a tenth of the interval of jitter, so targets
                 // checked together do not stay in step.
                 let jitter = rand::thread_rng().gen_range(0..=interval / 10);
@@ -60,7 +60,7 @@ pub async fn run(
                 });
             }
         }
-        if now.saturating_sub(last_export) >= METRICS_EVERY.as_millis() as u64 {
+        if now.saturating_sub(last_export) >= millis(METRICS_EVERY) {
             last_export = now;
             exported.export(&services, metrics, logger, now);
         }
@@ -181,13 +181,14 @@ impl Exported {
                     .upstream_target_healthy
                     .with_label_values(&[name, url])
                     .set(i64::from(up));
+                let (requests, failures, ejections) = target.counts();
                 let counters = [
-                    (&metrics.upstream_target_requests, &target.requests),
-                    (&metrics.upstream_target_failures, &target.failed),
-                    (&metrics.upstream_ejections, &target.ejected_total),
+                    (&metrics.upstream_target_requests, requests),
+                    (&metrics.upstream_target_failures, failures),
+                    (&metrics.upstream_ejections, ejections),
                 ];
                 for (slot, (counter, value)) in counters.into_iter().enumerate() {
-                    let delta = self.delta(service, url, slot, value.load(Ordering::Relaxed));
+                    let delta = self.delta(service, url, slot, value);
                     counter.with_label_values(&[name, url]).inc_by(delta);
                     if slot == 2 && delta > 0 {
                         slog::warn!(logger, "upstream target ejected after failed requests";

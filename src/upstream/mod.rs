@@ -484,12 +484,17 @@ fn smooth_schedule(weights: &[u32]) -> Vec<u16> {
     out
 }
 
+/// A duration in whole milliseconds, the unit health state is kept in.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Milliseconds on the process's monotonic clock: what ejection times and
 /// check schedules are kept in.
 pub fn now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     // Starting at 1 keeps 0 free to mean "never".
-    1 + u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    1 + millis(EPOCH.get_or_init(Instant::now).elapsed()).min(u64::MAX - 1)
 }
 
 #[cfg(test)]

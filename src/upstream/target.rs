@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::millis;
 use crate::config::{PassiveHealth, ServiceTarget};
 
 /// What a target can take now.
@@ -260,10 +261,6 @@ impl Target {
             self.ejected_total.load(Ordering::Relaxed),
         )
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
