@@ -4,6 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use actix_web::{web, App};
 use arc_swap::ArcSwap;
@@ -98,6 +99,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     let recent_log_bytes = config.admin.recent_log_bytes;
     let recent_log_skipped = metrics.recent_log_skipped.clone();
     let listen = server.listen;
+    let tunnels = Arc::new(proxy::Tunnels::new(&metrics));
     let state = web::Data::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime::compose(config, api_routes, None)),
         metrics,
@@ -110,6 +112,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
         routes,
         audit,
         probes: Default::default(),
+        tunnels,
         proxy_address: std::sync::OnceLock::new(),
         admin_address: std::sync::OnceLock::new(),
         draining: AtomicBool::new(false),
@@ -210,6 +213,8 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
         )
         .await
     });
+    let tunnels_state = state.clone();
+    let tunnel_checks = tokio::spawn(async move { check_tunnels(&tunnels_state).await });
     let stats_state = state.clone();
     let stats_ticker = tokio::spawn(async move {
         tokio::join!(
@@ -229,6 +234,14 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
         signals_state.draining.store(true, Ordering::Relaxed);
         info!(signals_state.logging.logger, "shutting down: finishing in-flight requests"; "signal" => reason,
             "in_flight" => signals_state.metrics.in_flight.get());
+        // Tunnels get the grace period too, then end (and are logged) just
+        // before the workers would be stopped under them.
+        let tunnels = signals_state.tunnels.clone();
+        let grace = signals_state.runtime.load().config.server.shutdown_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            tunnels.end_all();
+        });
         // Stop the proxy first so the admin listener can report draining until the end.
         proxy_handle.stop(true).await;
         admin_handle.stop(true).await;
@@ -238,6 +251,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     signals.abort();
     maintenance.abort();
     health_checks.abort();
+    tunnel_checks.abort();
     stats_ticker.abort();
     upkeep(
         &state,
@@ -254,6 +268,22 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     proxy_result?;
     admin_result?;
     Ok(())
+}
+
+/// Ends the WebSocket tunnels whose sessions stopped being valid (revoked,
+/// past their lifetime, or their user changed), every
+/// `session.tunnel_check_interval`.
+async fn check_tunnels(state: &AppState) {
+    loop {
+        let interval = state.runtime.load().config.session.tunnel_check_interval;
+        tokio::time::sleep(interval).await;
+        let ended = state
+            .tunnels
+            .sweep(|session| state.auth.still_valid(session));
+        if ended > 0 {
+            info!(state.logging.logger, "closed WebSocket tunnels of sessions no longer valid"; "tunnels" => ended);
+        }
+    }
 }
 
 /// Background upkeep, off the request path: write behind session activity

@@ -38,6 +38,8 @@ pub struct AppState {
     pub audit: AuditLog,
     /// The admin console's test requests through the proxy.
     pub probes: crate::proxy::probe::Probes,
+    /// The open WebSocket tunnels.
+    pub tunnels: Arc<crate::proxy::Tunnels>,
     /// Where the proxy listener is bound, once it is (for test requests).
     pub proxy_address: OnceLock<SocketAddr>,
     /// Where the admin listener is bound, once it is (for the `Host` check).

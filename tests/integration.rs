@@ -52,3 +52,5 @@ mod services;
 mod smuggling;
 #[path = "integration/tls.rs"]
 mod tls;
+#[path = "integration/websockets.rs"]
+mod websockets;

@@ -1002,7 +1002,8 @@ const KNOWN_KEYS: &str = "listen tls_cert tls_key trusted_proxies max_header_byt
     max_concurrent_hashes max_hash_wait path cache_capacity session_cache \
     rate_limit_keys login_throttle_keys flush_interval sweep_interval level format \
     output redact_query buffer key limit window fail roles id methods upstream \
-    strip_prefix timeout preserve_host auth permissions csrf login_redirect";
+    strip_prefix timeout preserve_host auth permissions csrf login_redirect \
+    tunnel_check_interval websocket tunnel_idle_timeout";
 
 const SECTION_NAMES: &[&str] = &[
     "server",
@@ -1166,6 +1167,8 @@ fn route_table() -> impl Strategy<Value = Entries> {
         "csrf",
         "login_redirect",
         "rate_limit",
+        "websocket",
+        "tunnel_idle_timeout",
     ][..];
     prop::collection::vec(
         (

@@ -374,6 +374,25 @@ impl Auth {
         })
     }
 
+    /// Whether a session that opened a long-lived connection (a WebSocket
+    /// tunnel) still stands: not revoked, within its lifetime, its user
+    /// enabled and unchanged. Idle expiry does not apply: the connection is
+    /// the activity. A storage error keeps it (the next check tries again).
+    pub fn still_valid(&self, session: &Session) -> bool {
+        if session.revoked_at().is_some() || now_ms() >= session.expires_at {
+            return false;
+        }
+        let current = match self.sessions.find(&session.id) {
+            Ok(Some(current)) => current.revoked_at().is_none(),
+            Ok(None) => false,
+            Err(_) => true,
+        };
+        current
+            && self
+                .user(&session.user)
+                .is_some_and(|u| !u.disabled && u.generation == session.user_generation)
+    }
+
     /// Checks a username and password (argon2, in one of the bounded slots,
     /// waiting at most `wait` for one). Unknown and disabled users cost the
     /// same work and get the same answer. The user returned is the account

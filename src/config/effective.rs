@@ -106,6 +106,7 @@ impl Config {
                 "rotate_after": duration(se.rotate_after),
                 "rotation_grace": duration(se.rotation_grace),
                 "touch_interval": duration(se.touch_interval),
+                "tunnel_check_interval": duration(se.tunnel_check_interval),
                 "login_path": se.login_path,
                 "logout_path": se.logout_path,
                 "session_path": se.session_path,

@@ -146,6 +146,9 @@ pub struct SessionConfig {
     pub rotate_after: Duration,
     pub rotation_grace: Duration,
     pub touch_interval: Duration,
+    /// How often open WebSocket tunnels are checked against their
+    /// sessions: a revoked session's tunnels end within this long.
+    pub tunnel_check_interval: Duration,
     pub login_path: String,
     pub logout_path: String,
     pub session_path: String,
@@ -278,6 +281,10 @@ pub struct Route {
     pub request_headers: HeaderRules,
     /// ...and on the response before it is answered.
     pub response_headers: HeaderRules,
+    /// Whether `Upgrade: websocket` requests are tunnelled to the upstream.
+    pub websocket: bool,
+    /// How long a tunnel may carry nothing either way before it is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 /// Where a route sends its requests.
@@ -355,6 +362,8 @@ impl Route {
             "rate_limit": self.rate_limits.iter().map(|p| &*p.name).collect::<Vec<_>>(),
             "request_headers": self.request_headers.summary(),
             "response_headers": self.response_headers.summary(),
+            "websocket": self.websocket,
+            "tunnel_idle_timeout": humantime::format_duration(self.tunnel_idle_timeout).to_string(),
         })
     }
 
@@ -381,9 +390,15 @@ impl Route {
             rate_limits: Vec::new(),
             request_headers: HeaderRules::default(),
             response_headers: HeaderRules::default(),
+            websocket: true,
+            tunnel_idle_timeout: DEFAULT_TUNNEL_IDLE_TIMEOUT,
         }
     }
 }
+
+/// A WebSocket tunnel's idle timeout unless its route sets one: long
+/// enough for quiet dashboards and chats, short enough to reclaim dead ones.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// An upstream base URL, split once so forwarding never re-parses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -718,6 +733,7 @@ fn session_config(e: &mut Errors, raw: RawSession, profile: Profile) -> SessionC
         rotate_after,
         rotation_grace,
         touch_interval,
+        tunnel_check_interval,
         login_path,
         logout_path,
         session_path,
@@ -774,6 +790,7 @@ fn session_config(e: &mut Errors, raw: RawSession, profile: Profile) -> SessionC
     let rotate_after = duration("session.rotate_after", rotate_after, 15 * 60);
     let rotation_grace = duration("session.rotation_grace", rotation_grace, 30);
     let touch_interval = duration("session.touch_interval", touch_interval, 5);
+    let tunnel_check_interval = duration("session.tunnel_check_interval", tunnel_check_interval, 1);
     let mut path = |key: &str, value: Option<String>, default: &str| match value {
         Some(p)
             if !p.starts_with('/')
@@ -829,6 +846,7 @@ fn session_config(e: &mut Errors, raw: RawSession, profile: Profile) -> SessionC
         rotate_after,
         rotation_grace,
         touch_interval,
+        tunnel_check_interval,
         login_path,
         logout_path,
         session_path,
@@ -1216,6 +1234,8 @@ pub(super) fn route_config(
         rate_limit,
         request_headers,
         response_headers,
+        websocket,
+        tunnel_idle_timeout,
     } = raw;
     let key = |field: &str| format!("{prefix}{field}");
     let policy = route_policy(e, &key, auth, roles, permissions);
@@ -1267,6 +1287,12 @@ pub(super) fn route_config(
         Some(u) => e.check(&key("upstream"), route_upstream(&u, &context.services)),
     };
     let timeout = positive(e, &key("timeout"), timeout, context.default_timeout);
+    let tunnel_idle_timeout = positive(
+        e,
+        &key("tunnel_idle_timeout"),
+        tunnel_idle_timeout,
+        DEFAULT_TUNNEL_IDLE_TIMEOUT,
+    );
     let owned = &context.owned_headers;
     let request_headers =
         header_rules::header_rules(e, &key("request_headers"), request_headers, owned);
@@ -1289,6 +1315,8 @@ pub(super) fn route_config(
         rate_limits: route_limits,
         request_headers,
         response_headers,
+        websocket: websocket.unwrap_or(true),
+        tunnel_idle_timeout,
     })
 }
 

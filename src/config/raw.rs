@@ -146,6 +146,7 @@ pub struct RawSession {
     pub rotate_after: Option<HumanDuration>,
     pub rotation_grace: Option<HumanDuration>,
     pub touch_interval: Option<HumanDuration>,
+    pub tunnel_check_interval: Option<HumanDuration>,
     pub login_path: Option<String>,
     pub logout_path: Option<String>,
     pub session_path: Option<String>,
@@ -211,6 +212,8 @@ pub struct RawRoute {
     pub rate_limit: Option<OneOrMany>,
     pub request_headers: Option<RawHeaderRules>,
     pub response_headers: Option<RawHeaderRules>,
+    pub websocket: Option<bool>,
+    pub tunnel_idle_timeout: Option<HumanDuration>,
 }
 
 /// A route's `request_headers` or `response_headers`.

@@ -230,6 +230,10 @@ impl Answering {
     /// is the connection's last, and an answer that closes the connection
     /// makes it read nothing more.
     pub fn prepare(&mut self, req: &HttpRequest, head: &mut ResponseHead, size: BodySize) {
+        if head.status == actix_http::StatusCode::SWITCHING_PROTOCOLS {
+            // A tunnel: the connection is the upstream's until it ends, then closes.
+            return;
+        }
         if req.version() == Version::HTTP_10 && size == BodySize::Stream {
             head.no_chunking(true);
         }
@@ -386,7 +390,9 @@ where
     };
     let builder = ServerBuilder::new()
         .workers(listener.workers)
-        .shutdown_timeout(listener.shutdown_grace.as_secs().max(1))
+        // Whole seconds, rounded up, and one more: what is still open at
+        // the end of the grace period is ended by the app, then the workers stop.
+        .shutdown_timeout(listener.shutdown_grace.as_millis().div_ceil(1000) as u64 + 1)
         .disable_signals();
     let settings = HttpSettings {
         keep_alive: listener.keep_alive,

@@ -295,7 +295,11 @@ impl KV for AccessLine<'_> {
             Some(t) => s.emit_f64("upstream_ms", round3(t.as_secs_f64() * 1000.0))?,
             None => s.emit_none("upstream_ms")?,
         }
-        s.emit_u64("bytes_in", ctx.bytes_in)?;
+        let tunnelled_in = ctx
+            .tunnel
+            .as_ref()
+            .map_or(0, |t| t.bytes_in.load(std::sync::atomic::Ordering::Relaxed));
+        s.emit_u64("bytes_in", ctx.bytes_in + tunnelled_in)?;
         s.emit_u64("bytes_out", self.bytes_out)?;
         s.emit_arguments("client_ip", &format_args!("{}", ctx.client_ip))?;
         match req
@@ -315,6 +319,14 @@ impl KV for AccessLine<'_> {
         if let Some(target) = &ctx.target {
             s.emit_str("target", target.url())?;
             s.emit_u32("tries", ctx.tries)?;
+        }
+        // Only for WebSocket tunnels: what ended it (the client, when
+        // nothing else did before it went away).
+        if let Some(tunnel) = &ctx.tunnel {
+            let end = tunnel
+                .end_reason()
+                .unwrap_or(crate::proxy::tunnel::End::Client);
+            s.emit_str("tunnel_end", end.as_str())?;
         }
         match &ctx.principal {
             Some((user, session)) => {

@@ -61,6 +61,8 @@ pub struct RequestCtx {
     pub probe: bool,
     /// For a test request: the headers sent upstream.
     pub sent_headers: Option<actix_web::http::header::HeaderMap>,
+    /// The WebSocket tunnel the request opened, for the access log.
+    pub tunnel: Option<Arc<crate::proxy::tunnel::TunnelHandle>>,
 }
 
 impl RequestCtx {
@@ -96,6 +98,7 @@ impl RequestCtx {
             rate_limit: Default::default(),
             probe: false,
             sent_headers: None,
+            tunnel: None,
         }
     }
 

@@ -180,7 +180,17 @@ async fn run_phases(
     authenticate(req, route, config, state, ctx).await?;
     rate_limit(req, route, state, ctx)?;
     ctx.probe = state.probes.is_probe(req);
-    let answer = proxy::forward(client, req, payload, route, &path, config, ctx).await;
+    let answer = proxy::forward(
+        client,
+        req,
+        payload,
+        route,
+        &path,
+        config,
+        &state.tunnels,
+        ctx,
+    )
+    .await;
     if let Some(sent) = ctx.sent_headers.take() {
         state.probes.record(&ctx.request_id, &sent);
     }

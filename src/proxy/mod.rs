@@ -4,6 +4,7 @@ mod body;
 pub mod headers;
 pub mod probe;
 mod retry;
+pub mod tunnel;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
 
 pub use body::{read_body, BodyFailure, BodyOutcome};
+pub use tunnel::Tunnels;
 
 use retry::HeldBody;
 
@@ -29,6 +31,9 @@ use crate::pipeline::RequestCtx;
 /// The upstream client of one worker: built once, pooled, never per request.
 pub struct UpstreamClient {
     client: awc::Client,
+    /// For the connections of WebSocket tunnels, made without awc.
+    tls: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
 }
 
 impl UpstreamClient {
@@ -40,7 +45,7 @@ impl UpstreamClient {
         tls: Arc<rustls::ClientConfig>,
     ) -> Self {
         let connector = awc::Connector::new()
-            .rustls_0_23(tls)
+            .rustls_0_23(tls.clone())
             .limit(config.max_connections)
             .timeout(config.connect_timeout)
             .handshake_timeout(config.connect_timeout)
@@ -51,7 +56,11 @@ impl UpstreamClient {
             .disable_redirects()
             .timeout(request_timeout)
             .finish();
-        UpstreamClient { client }
+        UpstreamClient {
+            client,
+            tls,
+            connect_timeout: config.connect_timeout,
+        }
     }
 
     /// The pooled client itself, for requests of the gateway's own (health checks).
@@ -74,7 +83,9 @@ pub fn client_tls_config() -> (Arc<rustls::ClientConfig>, usize) {
 }
 
 /// Forwards the request to the route's upstream (its URL, or a target of
-/// its service) and streams the response back.
+/// its service) and streams the response back; or, for a WebSocket
+/// upgrade the route accepts, opens a tunnel.
+#[allow(clippy::too_many_arguments)]
 pub async fn forward(
     client: &UpstreamClient,
     req: &HttpRequest,
@@ -82,6 +93,7 @@ pub async fn forward(
     route: &Route,
     path: &str,
     config: &Config,
+    tunnels: &Arc<Tunnels>,
     ctx: &mut RequestCtx,
 ) -> Result<HttpResponse, GatewayError> {
     let (prefix, rest) = if route.strip_prefix {
@@ -98,6 +110,9 @@ pub async fn forward(
         rest,
     };
     let mut response = match &route.upstream {
+        _ if route.websocket && tunnel::requested(req) => {
+            tunnel::open(&outgoing, payload, tunnels, ctx).await?
+        }
         RouteUpstream::Url(upstream) => {
             let request = outgoing.request(upstream, ctx)?;
             let outcome = Rc::new(BodyOutcome::default());
@@ -392,14 +407,54 @@ where
         + Unpin
         + 'static,
 {
-    let status = upstream.status();
+    let (response, length) = response_head(upstream.status(), upstream.headers());
+    with_body(response, length, method, upstream, idle)
+}
+
+/// An answer read without awc (see `tunnel`), passed on as [`client_response`] does.
+fn response_with_body<S>(
+    method: &Method,
+    status: StatusCode,
+    headers: &header::HeaderMap,
+    body: S,
+    idle: Duration,
+) -> HttpResponse
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>>
+        + Unpin
+        + 'static,
+{
+    let (response, length) = response_head(status, headers);
+    with_body(response, length, method, body, idle)
+}
+
+/// The client's response to an upstream answer, with its status and
+/// end-to-end headers, and the body length the upstream declared.
+fn response_head(status: StatusCode, headers: &header::HeaderMap) -> (HttpResponse, Option<u64>) {
     let mut response = HttpResponse::new(status);
-    headers::copy_end_to_end(upstream.headers(), response.headers_mut(), |_| false);
-    let length = upstream
-        .headers()
+    headers::copy_end_to_end(headers, response.headers_mut(), |_| false);
+    let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    (response, length)
+}
+
+/// Streams `upstream` as the response's body, framed as the upstream
+/// framed it (none for a bodiless answer; a HEAD answer keeps its length).
+fn with_body<S>(
+    response: HttpResponse,
+    length: Option<u64>,
+    method: &Method,
+    upstream: S,
+    idle: Duration,
+) -> HttpResponse
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>>
+        + Unpin
+        + 'static,
+{
+    let status = response.status();
     let bodiless = *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT

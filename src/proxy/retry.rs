@@ -24,7 +24,7 @@ use super::{client_response, exchange, request_body, BodyFailure, BodyOutcome, O
 use crate::config::{Balance, HashKey, ServerConfig};
 use crate::error::{GatewayError, UpstreamFailure};
 use crate::pipeline::RequestCtx;
-use crate::upstream::{HashRing, Refusal, Service, Tried, Verdict};
+use crate::upstream::{Admission, HashRing, Refusal, Service, Tried, Verdict};
 
 /// Bodies up to this size are read whole before the first try, so that a
 /// retry can send them again.
@@ -135,18 +135,7 @@ pub(super) async fn forward(
     let deadline = Instant::now() + outgoing.route.timeout;
     let mut tried = Tried::default();
     let hash = hash_of(&service.config.balance, outgoing.req, ctx);
-    let _admission = match service.admit(outgoing.route.timeout).await {
-        Ok(admission) => admission,
-        Err(refusal) => {
-            ctx.upstream_error = Some(refusal.describe().into());
-            return Err(match refusal {
-                Refusal::Overloaded => GatewayError::UpstreamOverloaded,
-                Refusal::CircuitOpen => GatewayError::CircuitOpen {
-                    retry_after: service.breaker_retry_after(),
-                },
-            });
-        }
-    };
+    let _admission = admit(service, outgoing.route.timeout, ctx).await?;
     let mut last: Option<Result<awc::ClientResponse, GatewayError>> = None;
     // Held until the next retry replaces it, or the request ends.
     let mut _retry_permit = None;
@@ -163,12 +152,7 @@ pub(super) async fn forward(
         }
         let picked = match service.pick(&tried, hash) {
             Ok(picked) => picked,
-            Err(_) if last.is_none() => {
-                ctx.upstream_error = Some("no target of the service is healthy".into());
-                return Err(GatewayError::NoHealthyUpstream {
-                    retry_after: service.retry_after(),
-                });
-            }
+            Err(_) if last.is_none() => return Err(no_healthy_upstream(service, ctx)),
             // No other target to try: the last answer stands.
             Err(_) => break,
         };
@@ -207,9 +191,35 @@ pub(super) async fn forward(
     }
 }
 
+/// A place among the service's requests in flight, waiting at most `wait`
+/// for one; or the `503` that says why there is none.
+pub(super) async fn admit<'a>(
+    service: &'a Service,
+    wait: Duration,
+    ctx: &mut RequestCtx,
+) -> Result<Admission<'a>, GatewayError> {
+    service.admit(wait).await.map_err(|refusal| {
+        ctx.upstream_error = Some(refusal.describe().into());
+        match refusal {
+            Refusal::Overloaded => GatewayError::UpstreamOverloaded,
+            Refusal::CircuitOpen => GatewayError::CircuitOpen {
+                retry_after: service.breaker_retry_after(),
+            },
+        }
+    })
+}
+
+/// The answer when no target of the service can take a request.
+pub(super) fn no_healthy_upstream(service: &Service, ctx: &mut RequestCtx) -> GatewayError {
+    ctx.upstream_error = Some("no target of the service is healthy".into());
+    GatewayError::NoHealthyUpstream {
+        retry_after: service.retry_after(),
+    }
+}
+
 /// The request's key for a consistent-hashing service, hashed; `None`
 /// when the request lacks it (or the service does not hash).
-fn hash_of(balance: &Balance, req: &HttpRequest, ctx: &RequestCtx) -> Option<u32> {
+pub(super) fn hash_of(balance: &Balance, req: &HttpRequest, ctx: &RequestCtx) -> Option<u32> {
     let Balance::Hash(key) = balance else {
         return None;
     };

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     pub upstream_refused: IntCounterVec,
     pub upstream_breaker_open: IntGaugeVec,
+    pub tunnels_open: IntGauge,
+    pub tunnels_closed: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -233,6 +235,16 @@ impl Metrics {
             &["service"],
         )
         .expect("valid metric");
+        let tunnels_open =
+            IntGauge::new("tunnels_open", "WebSocket tunnels open now").expect("valid metric");
+        let tunnels_closed = IntCounterVec::new(
+            Opts::new(
+                "tunnels_closed_total",
+                "WebSocket tunnels closed, by who or what ended them: client, upstream, idle, session, shutdown",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -261,6 +273,8 @@ impl Metrics {
             Box::new(upstream_retries.clone()),
             Box::new(upstream_refused.clone()),
             Box::new(upstream_breaker_open.clone()),
+            Box::new(tunnels_open.clone()),
+            Box::new(tunnels_closed.clone()),
         ] {
             registry
                 .register(collector)
@@ -301,6 +315,8 @@ impl Metrics {
             upstream_retries,
             upstream_refused,
             upstream_breaker_open,
+            tunnels_open,
+            tunnels_closed,
         }
     }
 

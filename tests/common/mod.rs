@@ -7,6 +7,7 @@ pub mod http;
 pub mod recorder;
 pub mod tls;
 pub mod upstream;
+pub mod websocket;
 
 use std::time::Duration;
 

@@ -247,22 +247,45 @@ async fn a_client_stalling_in_its_body_gets_408_and_is_disconnected() {
     assert!(conn.is_closed(), "the connection stayed open");
 }
 
+/// A WebSocket upgrade followed by bytes that look like a second request.
+const UPGRADE_THEN_MORE: &[u8] = b"GET /p/ws HTTP/1.1\r\n\
+      Host: gw\r\n\
+      Connection: Upgrade\r\n\
+      Upgrade: websocket\r\n\
+      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+      Sec-WebSocket-Version: 13\r\n\
+      \r\n\
+      GET /p/smuggled HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\r\n";
+
 #[tokio::test]
-async fn an_upgrade_request_forwards_no_body_and_no_upgrade() {
-    let echo = Echo::start();
-    let gateway = gateway_with(&echo, &[]);
+async fn an_upgrade_the_upstream_declines_forwards_nothing_after_it() {
+    // A strict plain-HTTP upstream: it answers the upgrade request as any
+    // other, and records whatever else it is sent.
+    let upstream = crate::common::recorder::Recorder::start();
+    let gateway = Gateway::start(Setup::new().route(route("echo", "/p/*", &upstream.url())));
     let mut conn = RawConn::connect(gateway.proxy_addr()).unwrap();
-    conn.send(
-        b"GET /p/ws HTTP/1.1\r\n\
-          Host: gw\r\n\
-          Connection: Upgrade\r\n\
-          Upgrade: websocket\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-          Sec-WebSocket-Version: 13\r\n\
-          \r\n\
-          GET /p/smuggled HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\r\n",
-    )
-    .unwrap();
+    conn.send(UPGRADE_THEN_MORE).unwrap();
+    let response = conn.read_response().expect("an answer");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(
+        conn.is_closed(),
+        "the connection stayed open after an upgrade request"
+    );
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].path(), "/p/ws");
+    assert_eq!(requests[0].header("upgrade"), Some("websocket"));
+    assert!(upstream.refused().is_empty(), "{:?}", upstream.refused());
+}
+
+#[tokio::test]
+async fn an_upgrade_on_a_route_without_websocket_forwards_no_body_and_no_upgrade() {
+    let echo = Echo::start();
+    let gateway = Gateway::start(
+        Setup::new().route(route("echo", "/p/*", &echo.url()).extra("websocket = false")),
+    );
+    let mut conn = RawConn::connect(gateway.proxy_addr()).unwrap();
+    conn.send(UPGRADE_THEN_MORE).unwrap();
     let response = conn.read_response().expect("an answer");
     assert_eq!(response.status, 200, "{}", response.text());
     let body = response.json();
