@@ -213,6 +213,8 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
         )
         .await
     });
+    let dns_state = state.clone();
+    let resolving = tokio::spawn(async move { resolve_targets(&dns_state).await });
     let tunnels_state = state.clone();
     let tunnel_checks = tokio::spawn(async move { check_tunnels(&tunnels_state).await });
     let stats_state = state.clone();
@@ -252,6 +254,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     maintenance.abort();
     health_checks.abort();
     tunnel_checks.abort();
+    resolving.abort();
     stats_ticker.abort();
     upkeep(
         &state,
@@ -268,6 +271,35 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     proxy_result?;
     admin_result?;
     Ok(())
+}
+
+/// Resolves the host names of service targets every
+/// `upstream.resolve_interval` (at once on start), and serves the services
+/// again, health kept, when an answer changed.
+async fn resolve_targets(state: &AppState) {
+    let mut resolvers = None;
+    loop {
+        let runtime = state.runtime.load_full();
+        let upstream = &runtime.config.upstream;
+        // Made again only when a reload changes the servers to ask.
+        let resolver = match &resolvers {
+            Some((servers, resolver)) if *servers == upstream.resolvers => resolver,
+            _ => {
+                let made = crate::upstream::dns::Resolver::new(&upstream.resolvers);
+                &resolvers.insert((upstream.resolvers.clone(), made)).1
+            }
+        };
+        let changed =
+            crate::upstream::dns::refresh(&runtime.services, resolver, &state.logging.logger).await;
+        if changed {
+            let _changing = state.routes.changes.lock().await;
+            let config = state.runtime.load().config.clone();
+            if let Err(err) = state.serve(config) {
+                error!(state.logging.logger, "serving the newly resolved targets failed"; "error" => err.to_string());
+            }
+        }
+        tokio::time::sleep(upstream.resolve_interval).await;
+    }
 }
 
 /// Ends the WebSocket tunnels whose sessions stopped being valid (revoked,

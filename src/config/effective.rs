@@ -63,6 +63,8 @@ impl Config {
                 "max_connections": u.max_connections,
                 "connect_timeout": duration(u.connect_timeout),
                 "idle_timeout": duration(u.idle_timeout),
+                "resolve_interval": duration(u.resolve_interval),
+                "resolvers": u.resolvers.iter().map(ToString::to_string).collect::<Vec<_>>(),
             },
             "admin": {
                 "listen": a.listen.to_string(),

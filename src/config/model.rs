@@ -92,6 +92,10 @@ pub struct UpstreamConfig {
     pub max_connections: usize,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How often the host names of service targets are resolved again.
+    pub resolve_interval: Duration,
+    /// DNS servers to ask instead of the system's resolver.
+    pub resolvers: Vec<SocketAddr>,
 }
 
 /// `[admin]`.
@@ -412,6 +416,56 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// The URL's host, without the brackets of an IPv6 literal.
+    pub fn host(&self) -> &str {
+        let host = self.authority.host();
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+    }
+
+    /// The URL's port, or its scheme's.
+    pub fn port(&self) -> u16 {
+        self.authority
+            .port_u16()
+            .unwrap_or(if self.https { 443 } else { 80 })
+    }
+
+    /// The URL of `path` (and `query`) at this upstream: scheme, authority,
+    /// base path, path. With `address`, a plain-HTTP URL names the address
+    /// instead of the host, so that connections are pooled per address
+    /// (HTTPS keeps the name, which TLS verifies; the address is given to
+    /// the client apart).
+    pub fn url_of(
+        &self,
+        address: Option<std::net::SocketAddr>,
+        path: &str,
+        query: Option<&str>,
+    ) -> String {
+        use std::fmt::Write as _;
+        let path = if path.is_empty() { "/" } else { path };
+        let mut url = String::with_capacity(
+            8 + self.authority.as_str().len()
+                + self.base_path.len()
+                + path.len()
+                + query.map_or(0, |q| q.len() + 1),
+        );
+        url.push_str(if self.https { "https://" } else { "http://" });
+        match address {
+            Some(address) if !self.https => {
+                let _ = write!(url, "{address}");
+            }
+            _ => url.push_str(self.authority.as_str()),
+        }
+        url.push_str(&self.base_path);
+        url.push_str(path);
+        if let Some(query) = query {
+            url.push('?');
+            url.push_str(query);
+        }
+        url
+    }
+
     /// Parses an upstream base URL, explaining what is wrong with a bad one.
     pub fn parse(text: &str) -> Result<Self, String> {
         let not_url = || format!("{text:?} is not an http(s) URL");
@@ -1047,8 +1101,32 @@ fn upstream_config(e: &mut Errors, raw: RawUpstream) -> UpstreamConfig {
         max_connections,
         connect_timeout,
         idle_timeout,
+        resolve_interval,
+        resolvers,
     } = raw;
+    let resolvers = resolvers
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| {
+            let parsed = text
+                .parse::<SocketAddr>()
+                .or_else(|_| {
+                    text.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| format!("{text:?} is not an IP address (with an optional port)"));
+            e.check(&format!("upstream.resolvers[{i}]"), parsed)
+        })
+        .collect();
     UpstreamConfig {
+        resolve_interval: positive(
+            e,
+            "upstream.resolve_interval",
+            resolve_interval,
+            Duration::from_secs(30),
+        ),
+        resolvers,
         max_connections: at_least_one(e, "upstream.max_connections", max_connections, 256),
         connect_timeout: positive(
             e,

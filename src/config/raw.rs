@@ -57,6 +57,8 @@ pub struct RawUpstream {
     pub max_connections: Option<usize>,
     pub connect_timeout: Option<HumanDuration>,
     pub idle_timeout: Option<HumanDuration>,
+    pub resolve_interval: Option<HumanDuration>,
+    pub resolvers: Option<Vec<String>>,
 }
 
 /// One `[upstreams.<name>]` service: several targets behind one name.

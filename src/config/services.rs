@@ -111,6 +111,27 @@ impl ServiceConfig {
 pub struct ServiceTarget {
     pub upstream: Upstream,
     pub weight: u32,
+    /// One address the URL's host name resolved to (each is a target of
+    /// its own); `None` for an IP literal, or a name not resolved yet
+    /// (then resolved for each new connection).
+    pub address: Option<std::net::SocketAddr>,
+}
+
+impl ServiceTarget {
+    /// The host name the URL names, to be re-resolved; `None` for an IP literal.
+    pub fn host_name(&self) -> Option<&str> {
+        let host = self.upstream.host();
+        host.parse::<std::net::IpAddr>().is_err().then_some(host)
+    }
+
+    /// How logs, metrics and the admin API name the target: its URL, and
+    /// the address it stands for when its host name was resolved.
+    pub fn label(&self) -> String {
+        match self.address {
+            Some(address) => format!("{} [{address}]", self.upstream.url),
+            None => self.upstream.url.clone(),
+        }
+    }
 }
 
 /// How a service spreads requests over its targets.
@@ -441,7 +462,11 @@ fn target(e: &mut Errors, path: &str, raw: RawTarget) -> Option<ServiceTarget> {
         w => w.unwrap_or(1),
     };
     let upstream = e.check(path, Upstream::parse(&url))?;
-    Some(ServiceTarget { upstream, weight })
+    Some(ServiceTarget {
+        upstream,
+        weight,
+        address: None,
+    })
 }
 
 fn health_check(e: &mut Errors, path: &str, raw: RawHealthCheck) -> Option<HealthCheck> {

@@ -181,7 +181,7 @@ impl Completion {
             slog::warn!(self.state.logging.logger, "upstream request failed";
                 "route" => route_id,
                 "upstream" => ctx.route().map_or("none", |r| r.upstream.label()),
-                "target" => ctx.target.as_ref().map_or("", |t| t.url()),
+                "target" => ctx.target.as_ref().map_or("", |t| t.name()),
                 "kind" => kind,
                 "error" => ctx.upstream_error.as_deref().unwrap_or("timed out"),
                 "request_id" => &ctx.request_id);
@@ -317,7 +317,7 @@ impl KV for AccessLine<'_> {
         }
         // Only for services: which target answered, after how many tries.
         if let Some(target) = &ctx.target {
-            s.emit_str("target", target.url())?;
+            s.emit_str("target", target.name())?;
             s.emit_u32("tries", ctx.tries)?;
         }
         // Only for WebSocket tunnels: what ended it (the client, when

@@ -6,6 +6,7 @@ pub mod probe;
 mod retry;
 pub mod tunnel;
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,7 +115,7 @@ pub async fn forward(
             tunnel::open(&outgoing, payload, tunnels, ctx).await?
         }
         RouteUpstream::Url(upstream) => {
-            let request = outgoing.request(upstream, ctx)?;
+            let request = outgoing.request(upstream, None, ctx)?;
             let outcome = Rc::new(BodyOutcome::default());
             let body = request_body(
                 req,
@@ -168,21 +169,26 @@ struct Outgoing<'a> {
 }
 
 impl Outgoing<'_> {
-    /// The request to `upstream`, its headers cleaned and completed.
+    /// The request to `upstream` (at `address`, when its name was
+    /// resolved), its headers cleaned and completed.
     fn request(
         &self,
         upstream: &Upstream,
+        address: Option<SocketAddr>,
         ctx: &mut RequestCtx,
     ) -> Result<awc::ClientRequest, GatewayError> {
         let (req, route) = (self.req, self.route);
         let server = &self.config.server;
         let session = &self.config.session;
-        let uri = upstream_uri(upstream, self.rest, req.uri().query())?;
+        let uri = upstream_uri(upstream, address, self.rest, req.uri().query())?;
         let mut request = self
             .client
             .client
             .request(req.method().clone(), uri)
             .no_decompress();
+        if let Some(address) = address {
+            request = request.address(address);
+        }
         let host = request_host(req);
         let outbound = request.headers_mut();
         // Identity headers are the gateway's alone: client-supplied copies
@@ -278,28 +284,16 @@ pub fn request_host(req: &HttpRequest) -> Option<HeaderValue> {
         .or_else(|| req.headers().get(header::HOST).cloned())
 }
 
-/// `scheme://authority` + base path + the (stripped) request path + query.
-fn upstream_uri(upstream: &Upstream, path: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
-    let path = if path.is_empty() { "/" } else { path };
-    let scheme = if upstream.https { "https" } else { "http" };
-    let mut uri = String::with_capacity(
-        scheme.len()
-            + 3
-            + upstream.authority.as_str().len()
-            + upstream.base_path.len()
-            + path.len()
-            + query.map_or(0, |q| q.len() + 1),
-    );
-    uri.push_str(scheme);
-    uri.push_str("://");
-    uri.push_str(upstream.authority.as_str());
-    uri.push_str(&upstream.base_path);
-    uri.push_str(path);
-    if let Some(query) = query {
-        uri.push('?');
-        uri.push_str(query);
-    }
-    uri.parse()
+/// The URL to request at `upstream` (or the `address` its name resolved to).
+fn upstream_uri(
+    upstream: &Upstream,
+    address: Option<SocketAddr>,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Uri, GatewayError> {
+    upstream
+        .url_of(address, path, query)
+        .parse()
         .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded".into()))
 }
 
@@ -505,11 +499,11 @@ mod tests {
     fn builds_upstream_uris_with_base_path_and_query() {
         let upstream = Upstream::parse("http://127.0.0.1:9000/base").unwrap();
         assert_eq!(
-            upstream_uri(&upstream, "/api/v1/users", Some("a=1")).unwrap(),
+            upstream_uri(&upstream, None, "/api/v1/users", Some("a=1")).unwrap(),
             "http://127.0.0.1:9000/base/api/v1/users?a=1"
         );
         assert_eq!(
-            upstream_uri(&upstream, "", None).unwrap(),
+            upstream_uri(&upstream, None, "", None).unwrap(),
             "http://127.0.0.1:9000/base/"
         );
     }

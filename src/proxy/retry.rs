@@ -172,7 +172,8 @@ pub(super) async fn forward(
         ctx.tries = attempt + 1;
         ctx.target = Some(picked.target.clone());
         ctx.upstream_error = None;
-        let request = outgoing.request(&picked.target.config.upstream, ctx)?;
+        let target = &picked.target.config;
+        let request = outgoing.request(&target.upstream, target.address, ctx)?;
         let result = exchange(request.timeout(remaining), payload, &outcome, ctx).await;
         let verdict = verdict(&result);
         if let Some(verdict) = verdict {

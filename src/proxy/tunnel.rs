@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::future::Future as _;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,7 +86,7 @@ pub(super) async fn open(
     let handshake = match &outgoing.route.upstream {
         RouteUpstream::Url(upstream) => {
             ctx.tries = 1;
-            handshake(outgoing, upstream, deadline, ctx).await?
+            handshake(outgoing, upstream, None, deadline, ctx).await?
         }
         RouteUpstream::Service(_) => {
             let service = ctx.route.and_then(|i| ctx.runtime.service_of(i).cloned());
@@ -161,7 +162,8 @@ async fn handshake_with_service(
         attempt += 1;
         ctx.tries = attempt;
         ctx.target = Some(picked.target.clone());
-        let result = handshake(outgoing, &picked.target.config.upstream, deadline, ctx).await;
+        let target = &picked.target.config;
+        let result = handshake(outgoing, &target.upstream, target.address, deadline, ctx).await;
         let failed = match &result {
             Ok(handshake) => matches!(handshake.head.status.as_u16(), 502..=504),
             Err(error) => matches!(
@@ -199,10 +201,11 @@ async fn handshake_with_service(
 async fn handshake(
     outgoing: &Outgoing<'_>,
     upstream: &Upstream,
+    address: Option<SocketAddr>,
     deadline: Instant,
     ctx: &mut RequestCtx,
 ) -> Result<Handshake, GatewayError> {
-    let request = outgoing.request(upstream, ctx)?;
+    let request = outgoing.request(upstream, address, ctx)?;
     let mut head = RequestHead::default();
     head.method = Method::GET;
     head.version = Version::HTTP_11;
@@ -219,7 +222,7 @@ async fn handshake(
     head.set_connection_type(ConnectionType::Upgrade);
     let sent = Instant::now();
     let result = timeout_at(deadline, async {
-        let mut io = connect(outgoing, upstream).await?;
+        let mut io = connect(outgoing, upstream, address).await?;
         let mut codec = ClientCodec::default();
         let mut out = BytesMut::new();
         codec
@@ -271,34 +274,32 @@ async fn handshake(
     }
 }
 
-/// A new connection to `upstream` (a tunnel is never pooled), TLS for `https`.
+/// A new connection to `upstream` (a tunnel is never pooled), at `address`
+/// when its name was resolved; TLS for `https`.
 async fn connect(
     outgoing: &Outgoing<'_>,
     upstream: &Upstream,
+    address: Option<SocketAddr>,
 ) -> Result<Box<dyn Io>, (UpstreamFailure, String)> {
     let client = outgoing.client;
-    let authority = &upstream.authority;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let port = authority
-        .port_u16()
-        .unwrap_or(if upstream.https { 443 } else { 80 });
+    let (host, port) = (upstream.host(), upstream.port());
     let timed_out = |failure| {
         (
             failure,
             format!("no connection within {:?}", client.connect_timeout),
         )
     };
-    let addresses = tokio::time::timeout(
-        client.connect_timeout,
-        tokio::net::lookup_host((host, port)),
-    )
-    .await
-    .map_err(|_| timed_out(UpstreamFailure::Dns))?
-    .map_err(|err| (UpstreamFailure::Dns, err.to_string()))?
-    .collect::<Vec<_>>();
+    let addresses: Vec<SocketAddr> = match address {
+        Some(address) => vec![address],
+        None => tokio::time::timeout(
+            client.connect_timeout,
+            tokio::net::lookup_host((host, port)),
+        )
+        .await
+        .map_err(|_| timed_out(UpstreamFailure::Dns))?
+        .map_err(|err| (UpstreamFailure::Dns, err.to_string()))?
+        .collect(),
+    };
     let mut last = (UpstreamFailure::Dns, format!("{host} has no address"));
     let mut tcp = None;
     for address in addresses {

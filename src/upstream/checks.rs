@@ -77,14 +77,17 @@ async fn probe(
     let Some(check) = check else {
         return Err("no check configured".into());
     };
-    let upstream = &target.config.upstream;
-    let scheme = if upstream.https { "https" } else { "http" };
-    let url = format!(
-        "{scheme}://{}{}{}",
-        upstream.authority, upstream.base_path, check.path
-    );
-    let response = client
-        .get(url)
+    let config = &target.config;
+    let url = config.upstream.url_of(config.address, &check.path, None);
+    let mut request = client.get(url);
+    if let Some(address) = config.address {
+        request = request.address(address);
+    }
+    if config.address.is_some() && !config.upstream.https {
+        // The URL names the address: the Host is still the configured name.
+        request = request.insert_header((header::HOST, config.upstream.authority.as_str()));
+    }
+    let response = request
         .insert_header((header::USER_AGENT, "portcullis-health-check"))
         .timeout(check.timeout)
         .send()
@@ -107,15 +110,15 @@ fn record(service: &Service, target: &Target, result: Result<u16, String>, logge
     let name = &*service.config.name;
     match flip {
         Some(false) => slog::warn!(logger, "upstream target down: failed its health checks";
-            "service" => name, "target" => target.url(), "fall" => check.fall,
+            "service" => name, "target" => target.name(), "fall" => check.fall,
             "error" => result.err().unwrap_or_default()),
         Some(true) => slog::info!(logger, "upstream target up: passed its health checks";
-            "service" => name, "target" => target.url(), "rise" => check.rise),
+            "service" => name, "target" => target.name(), "rise" => check.rise),
         None => {}
     }
     if change == Change::Restored {
         slog::info!(logger, "upstream target restored: a health check answered after its ejection";
-            "service" => name, "target" => target.url());
+            "service" => name, "target" => target.name());
     }
 }
 
@@ -175,7 +178,7 @@ impl Exported {
                 .with_label_values(&[name])
                 .set(i64::from(service.breaker_state() != "closed"));
             for target in &service.targets {
-                let url = target.url();
+                let url = target.name();
                 let up = target.availability(now) == super::Availability::Up;
                 metrics
                     .upstream_target_healthy

@@ -7,6 +7,7 @@
 
 mod breaker;
 pub mod checks;
+pub mod dns;
 mod ketama;
 mod target;
 
@@ -19,7 +20,7 @@ use tokio::sync::Notify;
 
 use rand::Rng as _;
 
-use crate::config::{Balance, ServiceConfig, MAX_TARGETS};
+use crate::config::{Balance, ServiceConfig, ServiceTarget, MAX_TARGETS};
 use breaker::Breaker;
 use ketama::Ring;
 
@@ -30,24 +31,28 @@ pub use target::{Availability, Change, Target, Verdict};
 #[derive(Default)]
 pub struct Services {
     by_name: HashMap<Arc<str>, Arc<Service>>,
+    /// What the targets' host names last resolved to.
+    pub answers: Arc<dns::Answers>,
 }
 
 impl Services {
-    /// The services of `configs`, keeping the state of every target that
-    /// `previous` already had.
+    /// The services of `configs`, a target for each address a host name
+    /// last resolved to, keeping the state of every target that `previous`
+    /// already had.
     pub fn build<'a>(
         configs: impl IntoIterator<Item = &'a Arc<ServiceConfig>>,
         previous: Option<&Services>,
     ) -> Services {
+        let answers = previous.map_or_else(Default::default, |p| p.answers.clone());
         let by_name = configs
             .into_iter()
             .map(|config| {
                 let before = previous.and_then(|p| p.get(&config.name));
-                let service = Arc::new(Service::new(config.clone(), before));
+                let service = Arc::new(Service::new(config.clone(), before, &answers));
                 (config.name.clone(), service)
             })
             .collect();
-        Services { by_name }
+        Services { by_name, answers }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Service>> {
@@ -152,9 +157,13 @@ pub enum NoTarget {
 }
 
 impl Service {
-    fn new(config: Arc<ServiceConfig>, previous: Option<&Arc<Service>>) -> Service {
-        let targets = config
-            .targets
+    fn new(
+        config: Arc<ServiceConfig>,
+        previous: Option<&Arc<Service>>,
+        answers: &dns::Answers,
+    ) -> Service {
+        let expanded = expand(&config.targets, answers);
+        let targets = expanded
             .iter()
             .map(|t| {
                 previous
@@ -163,14 +172,18 @@ impl Service {
                     .unwrap_or_else(|| Arc::new(Target::new(t.clone())))
             })
             .collect();
-        let weights: Vec<u32> = config.targets.iter().map(|t| t.weight).collect();
+        let weights: Vec<u32> = expanded.iter().map(|t| t.weight).collect();
         let ring = match config.balance {
-            Balance::Hash(_) => Ring::new(
-                config
-                    .targets
+            Balance::Hash(_) => {
+                let points: Vec<(String, u32)> = expanded
                     .iter()
-                    .map(|t| (t.upstream.authority.as_str(), t.weight)),
-            ),
+                    .map(|t| match t.address {
+                        Some(address) => (address.to_string(), t.weight),
+                        None => (t.upstream.authority.to_string(), t.weight),
+                    })
+                    .collect();
+                Ring::new(points.iter().map(|(key, weight)| (key.as_str(), *weight)))
+            }
             _ => Ring::default(),
         };
         Service {
@@ -464,6 +477,24 @@ impl Drop for Picked {
     }
 }
 
+/// The service's targets with each host name replaced by a target per
+/// address it last resolved to (all with its weight), at most
+/// [`MAX_TARGETS`]; a name not resolved yet stays one target.
+fn expand(targets: &[ServiceTarget], answers: &dns::Answers) -> Vec<ServiceTarget> {
+    let mut expanded = Vec::with_capacity(targets.len());
+    for target in targets {
+        match target.host_name().and_then(|name| answers.get(name)) {
+            Some(addresses) => expanded.extend(addresses.iter().map(|ip| ServiceTarget {
+                address: Some(std::net::SocketAddr::new(*ip, target.upstream.port())),
+                ..target.clone()
+            })),
+            None => expanded.push(target.clone()),
+        }
+    }
+    expanded.truncate(MAX_TARGETS);
+    expanded
+}
+
 /// nginx's smooth weighted round robin, unrolled once: weights 5, 1, 1
 /// give a a b a c a a, not a a a a a b c.
 fn smooth_schedule(weights: &[u32]) -> Vec<u16> {
@@ -511,6 +542,7 @@ mod tests {
                 .map(|(i, &weight)| ServiceTarget {
                     upstream: Upstream::parse(&format!("http://127.0.0.1:{}", 1000 + i)).unwrap(),
                     weight,
+                    address: None,
                 })
                 .collect(),
             balance,
@@ -527,13 +559,62 @@ mod tests {
                 ..PassiveHealth::default()
             },
         };
-        Service::new(Arc::new(config), None)
+        Service::new(Arc::new(config), None, &dns::Answers::default())
     }
 
     fn picks(service: &Service, n: usize) -> Vec<usize> {
         (0..n)
             .map(|_| service.pick(&Tried::default(), None).unwrap().index)
             .collect()
+    }
+
+    #[test]
+    fn a_resolved_name_is_a_target_per_address_whose_health_outlives_new_answers() {
+        let mut config = service(&[1], Balance::RoundRobin, 50)
+            .config
+            .as_ref()
+            .clone();
+        config.targets[0].upstream = Upstream::parse("http://api.test:8080").unwrap();
+        config.targets.push(ServiceTarget {
+            upstream: Upstream::parse("http://127.0.0.1:9").unwrap(),
+            weight: 2,
+            address: None,
+        });
+        let configs = [Arc::new(config)];
+        // Not resolved yet: the name is one target, resolved per connection.
+        let services = Services::build(&configs, None);
+        assert_eq!(services.get("svc").unwrap().targets.len(), 2);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        services
+            .answers
+            .record("api.test", vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        let services = Services::build(&configs, Some(&services));
+        let names: Vec<&str> = services
+            .get("svc")
+            .unwrap()
+            .targets
+            .iter()
+            .map(|t| t.name())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "http://api.test:8080 [10.0.0.1:8080]",
+                "http://api.test:8080 [10.0.0.2:8080]",
+                "http://127.0.0.1:9"
+            ]
+        );
+        let kept = services.get("svc").unwrap().targets[1].clone();
+        services
+            .answers
+            .record("api.test", vec![ip("10.0.0.2"), ip("10.0.0.3")]);
+        let services = Services::build(&configs, Some(&services));
+        let targets = &services.get("svc").unwrap().targets;
+        assert!(Arc::ptr_eq(&targets[0], &kept), "10.0.0.2 keeps its state");
+        assert_eq!(
+            targets[1].config.address,
+            Some("10.0.0.3:8080".parse().unwrap())
+        );
     }
 
     #[test]
@@ -608,7 +689,7 @@ mod tests {
     fn a_target_back_from_ejection_ramps_up_over_slow_start() {
         let mut config = (*service(&[1, 1], Balance::RoundRobin, 0).config).clone();
         config.slow_start = Duration::from_secs(3600);
-        let s = Service::new(Arc::new(config), None);
+        let s = Service::new(Arc::new(config), None, &dns::Answers::default());
         // Eject target 1, then let its trial succeed: it is back, warming.
         let p = s.picked(1, false);
         assert!(matches!(s.report(p, Verdict::Failure), Change::Ejected(_)));
@@ -632,7 +713,11 @@ mod tests {
         let mut config = (*service(&[1], Balance::RoundRobin, 0).config).clone();
         config.max_in_flight = 1;
         config.max_pending = 1;
-        let s = Arc::new(Service::new(Arc::new(config), None));
+        let s = Arc::new(Service::new(
+            Arc::new(config),
+            None,
+            &dns::Answers::default(),
+        ));
         let first = s.admit(Duration::from_secs(5)).await.unwrap();
         let waiter = {
             let s = s.clone();

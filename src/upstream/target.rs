@@ -31,6 +31,8 @@ pub enum Availability {
 #[derive(Debug)]
 pub struct Target {
     pub config: ServiceTarget,
+    /// Its name in logs, metrics and the admin API (see [`ServiceTarget::label`]).
+    label: String,
     pub(super) in_flight: AtomicU32,
     /// Failed requests in a row.
     failures: AtomicU32,
@@ -74,6 +76,7 @@ pub enum Change {
 impl Target {
     pub fn new(config: ServiceTarget) -> Target {
         Target {
+            label: config.label(),
             config,
             in_flight: AtomicU32::new(0),
             failures: AtomicU32::new(0),
@@ -90,9 +93,10 @@ impl Target {
         }
     }
 
-    /// The target's URL, as configured.
-    pub fn url(&self) -> &str {
-        &self.config.upstream.url
+    /// The target's URL as configured, and the address it stands for when
+    /// the URL's host name was resolved.
+    pub fn name(&self) -> &str {
+        &self.label
     }
 
     pub fn availability(&self, now_ms: u64) -> Availability {
@@ -272,6 +276,7 @@ mod tests {
         Target::new(ServiceTarget {
             upstream: Upstream::parse("http://127.0.0.1:1").unwrap(),
             weight: 1,
+            address: None,
         })
     }
 

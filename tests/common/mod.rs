@@ -2,6 +2,7 @@
 //! clients and configuration builders.
 
 pub mod config;
+pub mod dns;
 pub mod gateway;
 pub mod http;
 pub mod recorder;

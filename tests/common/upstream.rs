@@ -66,7 +66,17 @@ impl Echo {
         Echo::spawn("echo-tls", Some(tls))
     }
 
+    /// A plain-HTTP echo server reporting `name`, bound to `addr` (another
+    /// loopback address, say, on a port another echo uses).
+    pub fn named_at(name: &str, addr: SocketAddr) -> Echo {
+        Echo::spawn_at(name, None, addr)
+    }
+
     fn spawn(name: &str, tls: Option<rustls::ServerConfig>) -> Echo {
+        Echo::spawn_at(name, tls, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    fn spawn_at(name: &str, tls: Option<rustls::ServerConfig>, bind: SocketAddr) -> Echo {
         let state = Arc::new(EchoState {
             name: name.to_owned(),
             ..EchoState::default()
@@ -87,8 +97,8 @@ impl Echo {
                 .disable_signals()
                 .shutdown_timeout(1);
                 let server = match tls {
-                    Some(tls) => server.bind_rustls_0_23("127.0.0.1:0", tls),
-                    None => server.bind("127.0.0.1:0"),
+                    Some(tls) => server.bind_rustls_0_23(bind, tls),
+                    None => server.bind(bind),
                 }
                 .expect("bind the echo server");
                 let addr = server.addrs()[0];

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::common::http::{metrics, sample};
-use crate::common::{client, closed_port_url, eventually, json, route, Echo, Gateway, Setup};
+use crate::common::{client, closed_port_url, eventually, json, route, Echo, Gateway, Setup, SOON};
 
 /// A gateway with one service `svc` (its section's extra lines after the
 /// targets) and a route `/s/...` to it.
@@ -494,4 +494,81 @@ async fn too_few_healthy_targets_put_the_service_in_panic_mode() {
         after > before.unwrap_or(0.0),
         "in panic mode the ejected target is tried again"
     );
+}
+
+#[tokio::test]
+async fn host_names_are_resolved_again_and_each_address_is_a_target() {
+    use std::net::{Ipv4Addr, SocketAddr};
+    let (two, three) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    // Two upstreams on one port, at two loopback addresses.
+    let a = Echo::named_at("two", SocketAddr::from((two, 0)));
+    let port = a.addr().port();
+    let b = Echo::named_at("three", SocketAddr::from((three, port)));
+    let dns = crate::common::dns::Dns::start(&[two]);
+    let gateway = Gateway::start(
+        Setup::new()
+            .admin("token = \"dns-test-admin-token-0123456789\"")
+            .upstream(&format!("resolvers = [\"{}\"]", dns.addr()))
+            .upstream("resolve_interval = \"200ms\"")
+            .raw(&format!(
+                "[upstreams.svc]\ntargets = [\"http://api.test:{port}\"]\n"
+            ))
+            .route(route("svc", "/s/*", "svc")),
+    );
+    let answered_by = |names: &'static [&'static str]| {
+        let gateway = &gateway;
+        async move {
+            eventually(&format!("answers from {names:?} only"), SOON, || async {
+                let counts = answers(gateway, "/s/x", 20).await;
+                let mut seen: Vec<&str> = counts.keys().map(String::as_str).collect();
+                seen.sort();
+                (seen == names).then_some(())
+            })
+            .await;
+        }
+    };
+    answered_by(&["two"]).await;
+    // The upstream is asked for the name, whatever address it was reached at.
+    let response = client().get(gateway.url("/s/host")).send().await.unwrap();
+    assert_eq!(
+        json(response).await["headers"]["host"][0],
+        format!("api.test:{port}")
+    );
+
+    // A new address is a new target.
+    dns.set(&[two, three]);
+    answered_by(&["three", "two"]).await;
+    let listed = json(
+        client()
+            .get(gateway.admin_url("/admin/api/upstreams"))
+            .bearer_auth("dns-test-admin-token-0123456789")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let targets = listed[0]["targets"].as_array().unwrap().clone();
+    let mut addresses: Vec<&str> = targets
+        .iter()
+        .map(|t| t["address"].as_str().unwrap())
+        .collect();
+    addresses.sort();
+    assert_eq!(
+        addresses,
+        [format!("127.0.0.2:{port}"), format!("127.0.0.3:{port}")]
+    );
+
+    // DNS failing: the last answer stays, and traffic with it.
+    dns.fail(true);
+    gateway.wait_for_log(
+        |l| l["msg"] == "upstream host name did not resolve: its last addresses stay in use",
+        SOON,
+    );
+    answered_by(&["three", "two"]).await;
+    dns.fail(false);
+
+    // An address gone from the answer is a target gone.
+    dns.set(&[three]);
+    answered_by(&["three"]).await;
+    drop((a, b));
 }

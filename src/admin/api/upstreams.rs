@@ -31,7 +31,8 @@ pub async fn list(state: web::Data<AppState>) -> HttpResponse {
                 .map(|target| {
                     let (requests, failures, ejections) = target.counts();
                     json!({
-                        "url": target.url(),
+                        "url": target.config.upstream.url,
+                        "address": target.config.address.map(|a| a.to_string()),
                         "weight": target.config.weight,
                         "state": target.state_name(now),
                         "in_flight": target.in_flight(),
