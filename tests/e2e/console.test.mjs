@@ -316,21 +316,26 @@ test('the upstreams page shows each target of a service and its state', async ()
   seen.assertClean('upstreams');
 });
 
-test('editing a route in the console keeps the header rules the form does not show', async () => {
+test('editing a route in the console keeps the header rules the form does not show, and its WebSocket settings', async () => {
   const created = await apiFromPage(page, 'POST', 'routes', {
     id: 'ruled', path: '/ruled/*', upstream: env.upstream, auth: 'public',
     request_headers: { set: { 'X-Env': 'prod' } },
+    websocket: false, tunnel_idle_timeout: '5m',
   });
   assert.equal(created.status, 201, JSON.stringify(created.json));
   await visit(page, '#/routes');
   await page.getByRole('button', { name: 'Edit route ruled' }).click();
   const dialog = page.getByRole('dialog', { name: 'Edit route ruled' });
+  assert.equal(await dialog.getByLabel('Tunnel WebSocket upgrades to the upstream').isChecked(), false);
+  assert.equal(await dialog.getByLabel('WebSocket idle timeout').inputValue(), '5m');
   await dialog.getByLabel('Path', { exact: true }).fill('/ruled-again/*');
   await dialog.getByRole('button', { name: 'Save changes' }).click();
   await dialog.waitFor({ state: 'detached' });
   const saved = await apiFromPage(page, 'GET', 'routes/ruled');
   assert.equal(saved.json.path, '/ruled-again/*');
   assert.deepEqual(saved.json.request_headers.set, { 'x-env': 'prod' });
+  assert.equal(saved.json.websocket, false);
+  assert.equal(saved.json.tunnel_idle_timeout, '5m');
   const res = await eventually(async () => {
     const r = await viaProxy('/ruled-again/x');
     return r.status === 200 ? r : null;

@@ -68,6 +68,8 @@ function routeFields(route, editing) {
     { name: 'preserve_host', label: 'Send the client’s Host upstream', type: 'checkbox', value: r.preserve_host },
     { name: 'csrf', label: 'Reject cross-site unsafe requests (CSRF)', type: 'checkbox', value: r.csrf ?? true },
     { name: 'login_redirect', label: 'Redirect page loads without a session to the login page', type: 'checkbox', value: r.login_redirect },
+    { name: 'websocket', label: 'Tunnel WebSocket upgrades to the upstream', type: 'checkbox', value: r.websocket ?? true },
+    { name: 'tunnel_idle_timeout', label: 'WebSocket idle timeout', value: r.tunnel_idle_timeout || '', placeholder: '1h', hint: 'A tunnel carrying nothing either way for this long is closed.' },
   ];
 }
 
@@ -86,6 +88,7 @@ function routeSpec(v) {
     preserve_host: v.preserve_host,
     csrf: v.csrf,
     login_redirect: v.login_redirect,
+    websocket: v.websocket,
   };
   if (v.methods.length) spec.methods = v.methods;
   const roles = splitList(v.roles);
@@ -96,6 +99,7 @@ function routeSpec(v) {
   if (limits.length === 1 && limits[0] === 'none') spec.rate_limit = 'none';
   else if (limits.length) spec.rate_limit = limits;
   if (v.timeout.trim()) spec.timeout = v.timeout.trim();
+  if (v.tunnel_idle_timeout.trim()) spec.tunnel_idle_timeout = v.tunnel_idle_timeout.trim();
   return spec;
 }
 
@@ -276,6 +280,7 @@ function renderDetail(container, ctx, id, signal) {
           ['Auth', authText(r)],
           ['CSRF check', r.csrf === false ? 'off' : 'on'],
           ['Login redirect', r.login_redirect ? 'yes' : 'no'],
+          ['WebSockets', r.websocket === false ? 'not tunnelled' : `tunnelled, closed after ${r.tunnel_idle_timeout || '1h'} idle`],
           ['Rate limits', limitsText(r)],
           r.created_at ? ['Created', timeEl(r.created_at)] : null,
           r.updated_at ? ['Updated', [timeEl(r.updated_at), r.updated_by ? ` by ${r.updated_by}` : '']] : null,

@@ -39,7 +39,7 @@ function servicePanel(s) {
       rowClass: (t) => (t.state === 'up' ? null : 'row-bad'),
       rows: s.targets,
       columns: [
-        { label: 'Target', class: 'wrap', cell: (t) => code(t.url) },
+        { label: 'Target', class: 'wrap', cell: (t) => (t.address ? [code(t.url), h('span', { class: 'muted' }, ` at ${t.address}`)] : code(t.url)) },
         { label: 'Weight', class: 'num', cell: (t) => fmtNumber(t.weight) },
         { label: 'State', cell: stateBadge },
         { label: 'In flight', class: 'num', cell: (t) => fmtNumber(t.in_flight) },
