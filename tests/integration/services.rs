@@ -572,3 +572,151 @@ async fn host_names_are_resolved_again_and_each_address_is_a_target() {
     answered_by(&["three"]).await;
     drop((a, b));
 }
+
+/// An upstream whose answers to `/healthz` and `/work` follow a mode the
+/// test sets: alternating good and bad (flapping), all bad, or all good.
+struct Flapping {
+    addr: std::net::SocketAddr,
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+}
+
+const ALTERNATE: u8 = 0;
+const FAILING: u8 = 1;
+const HEALTHY: u8 = 2;
+
+impl Flapping {
+    fn start() -> Flapping {
+        use std::io::{BufRead as _, Write as _};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(ALTERNATE));
+        let shared = mode.clone();
+        std::thread::spawn(move || {
+            // Checks and requests alternate each on their own.
+            let (mut check_turn, mut request_turn) = (false, false);
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                // One request per connection: read its head, answer, close.
+                let mut head = String::new();
+                while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
+                let turn = if head.starts_with("GET /healthz") {
+                    &mut check_turn
+                } else {
+                    &mut request_turn
+                };
+                *turn = !*turn;
+                let good = match shared.load(Ordering::SeqCst) {
+                    ALTERNATE => *turn,
+                    FAILING => false,
+                    _ => true,
+                };
+                let status = if good {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+            }
+        });
+        Flapping { addr, mode }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The state the admin API shows for the service's target at `url`.
+async fn target_state(gateway: &Gateway, url: &str) -> String {
+    let listed = json(
+        client()
+            .get(gateway.admin_url("/admin/api/upstreams"))
+            .bearer_auth(FLAP_TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let targets = listed[0]["targets"].as_array().unwrap();
+    let target = targets.iter().find(|t| t["url"] == url).unwrap();
+    target["state"].as_str().unwrap().to_owned()
+}
+
+const FLAP_TOKEN: &str = "flapping-test-admin-token-0123456789";
+
+#[tokio::test]
+async fn a_flapping_target_never_flips_on_single_results() {
+    let flapping = Flapping::start();
+    let steady = Echo::named("steady");
+    let gateway = Gateway::start(
+        Setup::new()
+            .admin(&format!("token = \"{FLAP_TOKEN}\""))
+            .raw(&format!(
+                "[upstreams.svc]\ntargets = [\"{}\", \"{}\"]\nretries = 0\n\
+                 [upstreams.svc.health]\npath = \"/healthz\"\ninterval = \"50ms\"\nfall = 3\nrise = 2\n",
+                flapping.url(),
+                steady.url()
+            ))
+            .route(route("svc", "/s/*", "svc")),
+    );
+    // Alternating good and bad checks (and requests): never three failures
+    // in a row, so never down, and never a passive ejection either.
+    let checked_since = std::time::Instant::now();
+    let mut served = 0;
+    while checked_since.elapsed() < Duration::from_millis(1500) {
+        let response = client().get(gateway.url("/s/work")).send().await.unwrap();
+        served += usize::from(response.status() == 200);
+        assert_eq!(target_state(&gateway, &flapping.url()).await, "up");
+    }
+    assert!(served > 0);
+    let text = metrics(&gateway.admin_url("/metrics")).await;
+    assert_eq!(
+        sample(
+            &text,
+            "portcullis_upstream_ejections_total",
+            &[("service", "svc"), ("target", &flapping.url())]
+        )
+        .unwrap_or(0.0),
+        0.0
+    );
+
+    // Failing for real: down after `fall` checks.
+    flapping.set(FAILING);
+    eventually("the failing target to go down", SOON, || async {
+        (target_state(&gateway, &flapping.url()).await == "down").then_some(())
+    })
+    .await;
+    // Flapping again: never two good checks in a row, so it stays down.
+    flapping.set(ALTERNATE);
+    let down_since = std::time::Instant::now();
+    while down_since.elapsed() < Duration::from_millis(1000) {
+        assert_eq!(target_state(&gateway, &flapping.url()).await, "down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Healthy again: back up after `rise` good checks.
+    flapping.set(HEALTHY);
+    eventually("the recovered target to come back", SOON, || async {
+        (target_state(&gateway, &flapping.url()).await == "up").then_some(())
+    })
+    .await;
+    // One flip each way in the whole run: when it really failed, and when
+    // it really recovered.
+    let flips = |msg: &str| {
+        gateway
+            .logs()
+            .iter()
+            .filter(|l| l["msg"] == msg && l["target"] == flapping.url())
+            .count()
+    };
+    assert_eq!(flips("upstream target down: failed its health checks"), 1);
+    assert_eq!(flips("upstream target up: passed its health checks"), 1);
+}
