@@ -25,12 +25,24 @@ struct State {
 /// The echo upstream; stops when dropped.
 pub struct WsEcho {
     addr: SocketAddr,
+    https: bool,
     state: Arc<State>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl WsEcho {
+    /// A plain (`ws://`) echo.
     pub fn start() -> WsEcho {
+        WsEcho::spawn(None)
+    }
+
+    /// A `wss://` echo serving this certificate (for `localhost`).
+    pub fn start_tls(tls: rustls::ServerConfig) -> WsEcho {
+        WsEcho::spawn(Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))))
+    }
+
+    fn spawn(tls: Option<tokio_rustls::TlsAcceptor>) -> WsEcho {
+        let https = tls.is_some();
         let state = Arc::new(State::default());
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -49,7 +61,15 @@ impl WsEcho {
                         let Ok((socket, _)) = listener.accept().await else {
                             continue;
                         };
-                        tokio::spawn(serve(socket, thread_state.clone()));
+                        let state = thread_state.clone();
+                        match tls.clone() {
+                            None => drop(tokio::spawn(serve(socket, state))),
+                            Some(tls) => drop(tokio::spawn(async move {
+                                if let Ok(socket) = tls.accept(socket).await {
+                                    serve(socket, state).await;
+                                }
+                            })),
+                        }
                     }
                 };
                 tokio::select! {
@@ -60,14 +80,20 @@ impl WsEcho {
         });
         WsEcho {
             addr: addr_rx.recv().expect("the WebSocket echo starts"),
+            https,
             state,
             stop: Some(stop),
         }
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, or `https://localhost:<port>` (the
+    /// certificate's name).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.https {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     /// The headers of every upgrade request received, in order.
@@ -91,7 +117,10 @@ impl Drop for WsEcho {
 
 // tungstenite's callback signature returns its (large) error response by value.
 #[allow(clippy::result_large_err)]
-async fn serve(socket: TcpStream, state: Arc<State>) {
+async fn serve<S>(socket: S, state: Arc<State>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let record = |request: &Request, mut response: Response| {
         state
             .handshakes

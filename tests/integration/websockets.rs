@@ -465,3 +465,39 @@ async fn a_thousand_idle_tunnels_are_held_with_bounded_memory() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_tunnel_to_an_https_upstream_verifies_its_certificate() {
+    let cert = crate::common::tls::self_signed();
+    let echo = WsEcho::start_tls(cert.server_config());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, _) = cert.write(dir.path());
+    let setup = Setup::new().route(route("wss", "/wss/*", &echo.url()));
+    // Trusted (the system's roots read from SSL_CERT_FILE): a working tunnel.
+    let gateway = crate::common::Launch::new(setup.clone())
+        .env("SSL_CERT_FILE", cert_file.to_str().unwrap())
+        .start();
+    let (mut ws, _) = connect(&ws_url(&gateway, "/wss/x"), &[])
+        .await
+        .expect("a tunnel over TLS");
+    echoes(&mut ws, Message::text("encrypted upstream")).await;
+    assert_eq!(
+        echo.handshakes()[0]["host"],
+        format!("localhost:{}", echo.url().rsplit(':').next().unwrap())
+    );
+
+    // Untrusted: a 502 from the gateway, and nothing reaches the upstream.
+    let untrusted = Gateway::start(setup);
+    assert_eq!(
+        connect(
+            &ws_url(&untrusted, "/wss/x"),
+            &[("x-request-id", "wss-untrusted")]
+        )
+        .await
+        .err(),
+        Some(502)
+    );
+    let line = untrusted.access_line("wss-untrusted");
+    assert_eq!(line["error"], "bad_gateway", "{line}");
+    assert_eq!(echo.handshakes().len(), 1);
+}
