@@ -212,6 +212,35 @@ http://127.0.0.1:{port} {{
     return Proc("caddy", pinned(PROXY_CPUS, f"caddy run --config {conf} --adapter caddyfile"), env=env), {}
 
 
+def one_route(name, binary, port, path, upstream, sections="", server=""):
+    """A Portcullis of one worker serving one public route, its admin on
+    port + 1 and its JSON access log in WORK/<name>-access.log; started and
+    ready. `sections`: more TOML (services, say); `server`: more [server] keys."""
+    conf = WORK / f"{name}.toml"
+    conf.write_text(f"""
+[server]
+listen = "127.0.0.1:{port}"
+workers = 1
+{server}
+[admin]
+listen = "127.0.0.1:{port + 1}"
+[storage]
+path = "{WORK / (name + '-data')}"
+[log]
+format = "json"
+output = "{WORK / (name + '-access.log')}"
+{sections}
+[[routes]]
+id = "{name}"
+path = "{path}"
+upstream = "{upstream}"
+auth = "public"
+""")
+    proc = Proc(name, f"{binary} serve --config {conf}")
+    wait_port(port + 1, "/healthz")
+    return proc
+
+
 def portcullis(port, full=False, extra="", balanced=False):
     """Portcullis on one route to the upstream; `full`: with a session and a
     rate limit; `balanced`: to a service of two targets (the upstream on

@@ -33,33 +33,14 @@ def closed_port():
 def main():
     binary = Path(sys.argv[1]) if len(sys.argv) > 1 else compare.BIN
     upstream = compare.start_upstream()
-    data = compare.WORK / "retry-data"
     log = compare.WORK / "retry-access.log"
-    conf = compare.WORK / "retry.toml"
-    conf.write_text(f"""
-[server]
-listen = "127.0.0.1:{PORT}"
-workers = 1
-[admin]
-listen = "127.0.0.1:{PORT + 1}"
-[storage]
-path = "{data}"
-[log]
-format = "json"
-output = "{log}"
+    proc = compare.one_route("retry", binary, PORT, "/*", "svc", sections=f"""
 [upstreams.svc]
 targets = ["http://127.0.0.1:{closed_port()}", {{ url = "http://127.0.0.1:{compare.UPSTREAM}", weight = 2 }}]
 [upstreams.svc.passive]
 consecutive_failures = 0
-[[routes]]
-id = "svc"
-path = "/*"
-upstream = "svc"
-auth = "public"
 """)
-    proc = compare.Proc("retry", f"{binary} serve --config {conf}")
     try:
-        compare.wait_port(PORT + 1, "/healthz")
         conn = http.client.HTTPConnection("127.0.0.1", PORT)
         timings = {}
         for i in range(REQUESTS):

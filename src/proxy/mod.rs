@@ -112,7 +112,9 @@ pub async fn forward(
     };
     let mut response = match &route.upstream {
         _ if route.websocket && tunnel::requested(req) => {
-            tunnel::open(&outgoing, payload, tunnels, ctx).await?
+            // Boxed: the handshake's state would otherwise enlarge every
+            // request's future, tunnel or not.
+            Box::pin(tunnel::open(&outgoing, payload, tunnels, ctx)).await?
         }
         RouteUpstream::Url(upstream) => {
             let request = outgoing.request(upstream, None, ctx)?;
