@@ -303,15 +303,16 @@ async fn resolve_targets(state: &AppState) {
 }
 
 /// Ends the WebSocket tunnels whose sessions stopped being valid (revoked,
-/// past their lifetime, or their user changed), every
-/// `session.tunnel_check_interval`.
+/// past their lifetime, or their user changed), and keeps the others'
+/// sessions from idling out, every `session.tunnel_check_interval`.
 async fn check_tunnels(state: &AppState) {
     loop {
-        let interval = state.runtime.load().config.session.tunnel_check_interval;
-        tokio::time::sleep(interval).await;
+        let runtime = state.runtime.load_full();
+        let config = &runtime.config.session;
+        tokio::time::sleep(config.tunnel_check_interval).await;
         let ended = state
             .tunnels
-            .sweep(|session| state.auth.still_valid(session));
+            .sweep(|session| state.auth.still_valid(session, config));
         if ended > 0 {
             info!(state.logging.logger, "closed WebSocket tunnels of sessions no longer valid"; "tunnels" => ended);
         }

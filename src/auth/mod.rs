@@ -376,21 +376,26 @@ impl Auth {
 
     /// Whether a session that opened a long-lived connection (a WebSocket
     /// tunnel) still stands: not revoked, within its lifetime, its user
-    /// enabled and unchanged. Idle expiry does not apply: the connection is
-    /// the activity. A storage error keeps it (the next check tries again).
-    pub fn still_valid(&self, session: &Session) -> bool {
-        if session.revoked_at().is_some() || now_ms() >= session.expires_at {
+    /// enabled and unchanged. The open connection is the session's
+    /// activity: a session that stands is touched, so it does not idle out
+    /// under its tunnel. A storage error keeps it (the next check tries again).
+    pub fn still_valid(&self, session: &Session, config: &SessionConfig) -> bool {
+        let now = now_ms();
+        if session.revoked_at().is_some() || now >= session.expires_at {
             return false;
         }
         let current = match self.sessions.find(&session.id) {
-            Ok(Some(current)) => current.revoked_at().is_none(),
-            Ok(None) => false,
-            Err(_) => true,
+            Ok(Some(current)) if current.revoked_at().is_none() => current,
+            Ok(_) => return false,
+            Err(_) => return true,
         };
-        current
-            && self
-                .user(&session.user)
-                .is_some_and(|u| !u.disabled && u.generation == session.user_generation)
+        let user_stands = self
+            .user(&session.user)
+            .is_some_and(|u| !u.disabled && u.generation == session.user_generation);
+        if user_stands {
+            self.sessions.touch(&current, now, config.touch_interval);
+        }
+        user_stands
     }
 
     /// Checks a username and password (argon2, in one of the bounded slots,

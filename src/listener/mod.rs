@@ -188,6 +188,16 @@ impl Connection {
         }
     }
 
+    /// Cuts the connection now: reads and writes fail from here on, and
+    /// the HTTP layer is woken to notice (even while it waits to write to a
+    /// client that stopped reading).
+    pub fn abort(&self) {
+        self.aborted.set(true);
+        if let Some(reader) = self.reader.borrow().as_ref() {
+            reader.wake_by_ref();
+        }
+    }
+
     /// Waits until everything answered before on this connection has been
     /// written out, then cuts the connection: the answer to a refused
     /// request never reaches the wire, so the client reads nothing after

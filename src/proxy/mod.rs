@@ -6,6 +6,8 @@ pub mod probe;
 mod retry;
 pub mod tunnel;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -32,10 +34,20 @@ use crate::pipeline::RequestCtx;
 /// The upstream client of one worker: built once, pooled, never per request.
 pub struct UpstreamClient {
     client: awc::Client,
+    /// Clients of their own for HTTPS targets at a resolved address: the
+    /// pool is keyed by host name, and each address needs its own
+    /// connections (a plain-HTTP URL names the address instead).
+    by_address: RefCell<HashMap<SocketAddr, awc::Client>>,
+    config: UpstreamConfig,
+    request_timeout: Duration,
     /// For the connections of WebSocket tunnels, made without awc.
     tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
 }
+
+/// HTTPS addresses with a client of their own at most (past it, they are
+/// all dropped and made again as needed: addresses gone from DNS go too).
+const MAX_ADDRESS_CLIENTS: usize = 256;
 
 impl UpstreamClient {
     /// Builds the worker's client: connection limit and timeouts from config,
@@ -45,20 +57,11 @@ impl UpstreamClient {
         request_timeout: Duration,
         tls: Arc<rustls::ClientConfig>,
     ) -> Self {
-        let connector = awc::Connector::new()
-            .rustls_0_23(tls.clone())
-            .limit(config.max_connections)
-            .timeout(config.connect_timeout)
-            .handshake_timeout(config.connect_timeout)
-            .conn_keep_alive(config.idle_timeout)
-            .conn_lifetime(Duration::from_secs(600));
-        let client = awc::ClientBuilder::new()
-            .connector(connector)
-            .disable_redirects()
-            .timeout(request_timeout)
-            .finish();
         UpstreamClient {
-            client,
+            client: build_client(config, request_timeout, tls.clone()),
+            by_address: RefCell::new(HashMap::new()),
+            config: config.clone(),
+            request_timeout,
             tls,
             connect_timeout: config.connect_timeout,
         }
@@ -68,6 +71,41 @@ impl UpstreamClient {
     pub fn http(&self) -> &awc::Client {
         &self.client
     }
+
+    /// The client for a request to `upstream` at `address`.
+    fn for_target(&self, upstream: &Upstream, address: Option<SocketAddr>) -> awc::Client {
+        let Some(address) = address.filter(|_| upstream.https) else {
+            return self.client.clone();
+        };
+        let mut by_address = self.by_address.borrow_mut();
+        if by_address.len() >= MAX_ADDRESS_CLIENTS && !by_address.contains_key(&address) {
+            by_address.clear();
+        }
+        by_address
+            .entry(address)
+            .or_insert_with(|| build_client(&self.config, self.request_timeout, self.tls.clone()))
+            .clone()
+    }
+}
+
+/// An awc client with its own connection pool, as [`UpstreamClient::new`] describes.
+fn build_client(
+    config: &UpstreamConfig,
+    request_timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
+) -> awc::Client {
+    let connector = awc::Connector::new()
+        .rustls_0_23(tls)
+        .limit(config.max_connections)
+        .timeout(config.connect_timeout)
+        .handshake_timeout(config.connect_timeout)
+        .conn_keep_alive(config.idle_timeout)
+        .conn_lifetime(Duration::from_secs(600));
+    awc::ClientBuilder::new()
+        .connector(connector)
+        .disable_redirects()
+        .timeout(request_timeout)
+        .finish()
 }
 
 /// The rustls client configuration for `https://` upstreams: the system's root
@@ -185,7 +223,7 @@ impl Outgoing<'_> {
         let uri = upstream_uri(upstream, address, self.rest, req.uri().query())?;
         let mut request = self
             .client
-            .client
+            .for_target(upstream, address)
             .request(req.method().clone(), uri)
             .no_decompress();
         if let Some(address) = address {

@@ -14,11 +14,11 @@
 //! plain requests with the `Upgrade` header removed, as before.
 
 use std::collections::HashMap;
-use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -38,13 +38,14 @@ use tokio::io::{
     AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadHalf, WriteHalf,
 };
 use tokio::net::TcpStream;
-use tokio::time::{timeout_at, Instant, Sleep};
+use tokio::time::{timeout_at, Instant};
 use tokio_util::io::ReaderStream;
 
 use super::{headers, retry, Outgoing};
 use crate::auth::Session;
 use crate::config::{RouteUpstream, Upstream};
 use crate::error::{GatewayError, UpstreamFailure};
+use crate::listener::Connection;
 use crate::pipeline::RequestCtx;
 use crate::telemetry::Metrics;
 use crate::upstream::{Service, Tried, Verdict};
@@ -116,12 +117,16 @@ pub(super) async fn open(
     let tunnel = tunnels.open(ctx.principal.as_ref().map(|(_, s)| s.clone()));
     ctx.tunnel = Some(tunnel.handle.clone());
     let (from_upstream, to_upstream) = tokio::io::split(io);
-    actix_rt::spawn(upload(payload, to_upstream, tunnel.handle.clone()));
+    actix_rt::spawn(watch(
+        payload,
+        to_upstream,
+        tunnel.handle.clone(),
+        ctx.conn.clone(),
+        outgoing.route.tunnel_idle_timeout,
+    ));
     let body = TunnelBody {
         upstream: ReaderStream::with_capacity(from_upstream, READ_CHUNK),
         early: Some(buffered.freeze()).filter(|b| !b.is_empty()),
-        idle: outgoing.route.tunnel_idle_timeout,
-        timer: Box::pin(tokio::time::sleep(outgoing.route.tunnel_idle_timeout)),
         tunnel,
     };
     Ok(response.set_body(BoxBody::new(body)))
@@ -241,6 +246,11 @@ async fn handshake(
                 .decode(&mut buffered)
                 .map_err(|err| invalid(format!("invalid response head: {err}")))?
             {
+                if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS
+                {
+                    // An interim answer (100, 103): the real one follows.
+                    continue;
+                }
                 return Ok(Handshake {
                     head,
                     io,
@@ -336,16 +346,16 @@ fn refusal(
     codec: ClientCodec,
     idle: Duration,
 ) -> HttpResponse {
-    let framing = if codec.message_type() != MessageType::None {
-        Framing::Decoded(codec.into_payload_codec())
-    } else if head.headers.contains_key(header::CONTENT_LENGTH)
-        || head.headers.contains_key(header::TRANSFER_ENCODING)
-    {
-        Framing::Done
-    } else {
-        // HTTP/1.1 without a length: the body ends when the connection does
-        // (RFC 9112 §6.3), which actix's client decoder does not follow.
+    let framed = head.headers.contains_key(header::CONTENT_LENGTH)
+        || head.headers.contains_key(header::TRANSFER_ENCODING);
+    let framing = if !framed {
+        // No length: the body ends when the connection does (RFC 9112
+        // §6.3), which actix's client decoder follows for HTTP/1.0 only.
         Framing::UntilClose
+    } else if codec.message_type() != MessageType::None {
+        Framing::Decoded(codec.into_payload_codec())
+    } else {
+        Framing::Done
     };
     let body = RefusalBody {
         framing,
@@ -414,29 +424,65 @@ impl Stream for RefusalBody {
     }
 }
 
-/// Copies what the client sends into the tunnel until the client stops
-/// sending (then the upstream is told so), or the tunnel ends.
-async fn upload(
+/// Runs a tunnel's client side: copies what the client sends to the
+/// upstream (telling the upstream when the client stops sending), ends the
+/// tunnel when it has been idle too long, and, once it has ended for any
+/// way but by its answer's end, cuts the client's connection — at once,
+/// even when the client has stopped reading and its answer cannot move.
+async fn watch(
     mut payload: web::Payload,
     mut upstream: WriteHalf<Box<dyn Io>>,
     tunnel: Arc<TunnelHandle>,
+    conn: Option<Rc<Connection>>,
+    idle: Duration,
 ) {
     let copy = async {
-        while let Some(Ok(chunk)) = payload.next().await {
-            tunnel.touch();
-            tunnel
-                .bytes_in
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if upstream.write_all(&chunk).await.is_err() {
-                tunnel.end(End::Upstream);
-                return;
+        loop {
+            match payload.next().await {
+                Some(Ok(chunk)) => {
+                    tunnel.touch();
+                    tunnel
+                        .bytes_in
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    if upstream.write_all(&chunk).await.is_err() {
+                        tunnel.end(End::Upstream);
+                        return;
+                    }
+                }
+                // The client stopped sending: the upstream is told, and
+                // its answer may still flow the other way.
+                None => {
+                    tunnel.client_done.store(true, Ordering::Release);
+                    let _ = upstream.shutdown().await;
+                    std::future::pending::<()>().await;
+                }
+                Some(Err(_)) => {
+                    tunnel.end(End::Client);
+                    return;
+                }
             }
         }
-        let _ = upstream.shutdown().await;
+    };
+    let idle_watch = async {
+        loop {
+            let idle_until = tunnel.last_active() + idle;
+            if Instant::now() >= idle_until {
+                tunnel.end(End::Idle);
+            }
+            tokio::time::sleep_until(idle_until).await;
+        }
     };
     tokio::select! {
         () = copy => {}
+        () = idle_watch => {}
         () = tunnel.ended() => {}
+    }
+    // A body that ended by itself finishes its answer in order; otherwise
+    // the client may not be reading, and only cutting it frees the tunnel.
+    if !tunnel.body_done.load(Ordering::Acquire) {
+        if let Some(conn) = conn {
+            conn.abort();
+        }
     }
 }
 
@@ -446,8 +492,6 @@ struct TunnelBody {
     upstream: ReaderStream<ReadHalf<Box<dyn Io>>>,
     /// Bytes the upstream sent right behind its `101`.
     early: Option<Bytes>,
-    idle: Duration,
-    timer: Pin<Box<Sleep>>,
     tunnel: Tunnel,
 }
 
@@ -466,6 +510,7 @@ impl MessageBody for TunnelBody {
         let handle = &this.tunnel.handle;
         handle.body_waker.register(cx.waker());
         if handle.end_reason().is_some() {
+            handle.body_done.store(true, Ordering::Release);
             return Poll::Ready(None);
         }
         if let Some(early) = this.early.take() {
@@ -478,20 +523,18 @@ impl MessageBody for TunnelBody {
                 return Poll::Ready(Some(Ok(chunk)));
             }
             Poll::Ready(_) => {
-                handle.end(End::Upstream);
+                // After the client stopped sending, the upstream closing
+                // is the answer to that: the client ended the tunnel.
+                let client_first = handle.client_done.load(Ordering::Acquire);
+                handle.body_done.store(true, Ordering::Release);
+                handle.end(if client_first {
+                    End::Client
+                } else {
+                    End::Upstream
+                });
                 return Poll::Ready(None);
             }
             Poll::Pending => {}
-        }
-        // Idle: nothing either way for `idle`. The timer is moved on to the
-        // last activity each time it fires early.
-        while this.timer.as_mut().poll(cx).is_ready() {
-            let idle_until = handle.last_active() + this.idle;
-            if Instant::now() >= idle_until {
-                handle.end(End::Idle);
-                return Poll::Ready(None);
-            }
-            this.timer.as_mut().reset(idle_until);
         }
         Poll::Pending
     }
@@ -543,6 +586,10 @@ pub struct TunnelHandle {
     epoch: Instant,
     /// Bytes the client sent through the tunnel.
     pub bytes_in: AtomicU64,
+    /// The client has stopped sending.
+    client_done: AtomicBool,
+    /// The `101` answer's body has ended (its end is written in order).
+    body_done: AtomicBool,
     body_waker: AtomicWaker,
     upload_waker: AtomicWaker,
 }
@@ -637,6 +684,8 @@ impl Tunnels {
             last_active: AtomicU64::new(0),
             epoch: Instant::now(),
             bytes_in: AtomicU64::new(0),
+            client_done: AtomicBool::new(false),
+            body_done: AtomicBool::new(false),
             body_waker: AtomicWaker::new(),
             upload_waker: AtomicWaker::new(),
         });

@@ -81,7 +81,9 @@ async fn probe(
     let url = config.upstream.url_of(config.address, &check.path, None);
     let mut request = client.get(url);
     if let Some(address) = config.address {
-        request = request.address(address);
+        // Not pooled: HTTPS connections are pooled by host name, and a
+        // kept-alive one could belong to another address of the name.
+        request = request.address(address).force_close();
     }
     if config.address.is_some() && !config.upstream.https {
         // The URL names the address: the Host is still the configured name.

@@ -21,6 +21,9 @@ use super::Services;
 
 /// How long one name may take to resolve.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Addresses of one name that become targets at most (the lowest, so the
+/// choice is stable), leaving room under a service's target limit.
+pub const MAX_ADDRESSES: usize = 64;
 
 /// The last good answer for each host name, shared by every build of the
 /// services.
@@ -104,9 +107,17 @@ impl Resolver {
 
     async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, String> {
         match self {
+            // IPv4 when the name has any, as the resolver below asks.
             Resolver::System => tokio::net::lookup_host((name, 0))
                 .await
-                .map(|found| found.map(|a| a.ip()).collect())
+                .map(|found| {
+                    let all: Vec<IpAddr> = found.map(|a| a.ip()).collect();
+                    if all.iter().any(IpAddr::is_ipv4) {
+                        all.into_iter().filter(IpAddr::is_ipv4).collect()
+                    } else {
+                        all
+                    }
+                })
                 .map_err(|err| err.to_string()),
             Resolver::Servers(resolver) => resolver
                 .lookup_ip(name)
@@ -143,7 +154,13 @@ pub async fn refresh(services: &Services, resolver: &Resolver, logger: &Logger) 
                 }
             });
         match found {
-            Ok(addresses) => {
+            Ok(mut addresses) => {
+                if addresses.len() > MAX_ADDRESSES {
+                    warn!(logger, "upstream host name resolved to more addresses than are used";
+                        "host" => &name, "addresses" => addresses.len(), "used" => MAX_ADDRESSES);
+                    addresses.sort();
+                    addresses.truncate(MAX_ADDRESSES);
+                }
                 if answers.note_failing(&name, false) {
                     info!(logger, "upstream host name resolves again"; "host" => &name);
                 }

@@ -501,3 +501,88 @@ async fn a_tunnel_to_an_https_upstream_verifies_its_certificate() {
     assert_eq!(line["error"], "bad_gateway", "{line}");
     assert_eq!(echo.handshakes().len(), 1);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_still_cut_off_when_its_tunnel_ends() {
+    // An upstream that, once switched, sends without pause; the client
+    // never reads, so the gateway's writes to it back up.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = listener.local_addr().unwrap();
+    let (cut_tx, cut_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let head = read_head(&mut socket);
+        let key = header_of(&head, "sec-websocket-key").unwrap();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        write!(
+            socket,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .unwrap();
+        // Binary frames of 60 KiB, until the gateway lets go.
+        let mut frame = vec![0x82, 126, 0xf0, 0x00];
+        frame.resize(4 + 0xf000, b'x');
+        let started = Instant::now();
+        while socket.write_all(&frame).is_ok() {}
+        let _ = cut_tx.send(started.elapsed());
+    });
+    let gateway = Gateway::start(
+        Setup::new().route(
+            route("ws", "/ws/*", &format!("http://{upstream_addr}"))
+                .extra("tunnel_idle_timeout = \"500ms\""),
+        ),
+    );
+    let mut client = std::net::TcpStream::connect(gateway.proxy_addr()).unwrap();
+    client
+        .write_all(
+            b"GET /ws/flood HTTP/1.1\r\nHost: g\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+              X-Request-Id: ws-flood\r\n\r\n",
+        )
+        .unwrap();
+    // Nothing more is read from `client`: nothing crosses, so the tunnel
+    // goes idle, and the gateway lets go of both sides.
+    let held_for = cut_rx
+        .recv_timeout(SOON)
+        .expect("the upstream side to be closed");
+    assert!(held_for >= Duration::from_millis(400), "{held_for:?}");
+    assert_eq!(tunnel_line(&gateway, "ws-flood")["tunnel_end"], "idle");
+    eventually("the tunnel gauge back to 0", SOON, || async {
+        let text = metrics(&gateway.admin_url("/metrics")).await;
+        (sample(&text, "portcullis_tunnels_open", &[]) == Some(0.0)).then_some(())
+    })
+    .await;
+    drop(client);
+}
+
+#[tokio::test]
+async fn an_open_tunnel_keeps_its_session_from_idling_out() {
+    let echo = WsEcho::start();
+    let gateway = Gateway::start(
+        setup()
+            .session("idle_timeout = \"1s\"")
+            .session("touch_interval = \"100ms\"")
+            .session("tunnel_check_interval = \"100ms\"")
+            .storage("sweep_interval = \"200ms\"")
+            .route(route("ws", "/ws/*", &echo.url()).authenticated()),
+    );
+    add_user(&gateway, "alice", &[], &[]).await;
+    let token = crate::auth::login_token(&gateway, "alice").await;
+    let cookie = format!("{COOKIE}={token}");
+    let (mut ws, _) = connect(&ws_url(&gateway, "/ws/x"), &[("cookie", &cookie)])
+        .await
+        .unwrap();
+    // Three idle timeouts with no other request of the session's...
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // ...and the tunnel still works, and so does the session.
+    echoes(&mut ws, Message::text("still in session")).await;
+    let status = crate::common::client()
+        .get(gateway.url("/ws/page"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_ne!(status, 401);
+}
