@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -291,7 +292,16 @@ upstream = "{upstream}"
             f"http://127.0.0.1:{port}/auth/login",
             data=json.dumps({"username": "alice", "password": "bench-password-1"}).encode(),
             headers={"Content-Type": "application/json"})
-        cookie = urllib.request.urlopen(req).headers["Set-Cookie"].split(";")[0]
+        # The proxy listener may answer a moment after the admin one
+        # (under valgrind, seconds): try the login until it does.
+        for attempt in range(100):
+            try:
+                cookie = urllib.request.urlopen(req).headers["Set-Cookie"].split(";")[0]
+                break
+            except urllib.error.URLError:
+                if attempt == 99:
+                    raise
+                time.sleep(0.2)
         headers = {"Cookie": cookie}
     proc.metrics_url = f"http://127.0.0.1:{admin}/metrics"
     return proc, headers

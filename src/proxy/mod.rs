@@ -72,10 +72,17 @@ impl UpstreamClient {
         &self.client
     }
 
-    /// The client for a request to `upstream` at `address`.
-    fn for_target(&self, upstream: &Upstream, address: Option<SocketAddr>) -> awc::Client {
+    /// A request with the client for `upstream` at `address`: the shared
+    /// pool, or for HTTPS at a resolved address, that address's own.
+    fn request(
+        &self,
+        method: Method,
+        uri: Uri,
+        upstream: &Upstream,
+        address: Option<SocketAddr>,
+    ) -> awc::ClientRequest {
         let Some(address) = address.filter(|_| upstream.https) else {
-            return self.client.clone();
+            return self.client.request(method, uri);
         };
         let mut by_address = self.by_address.borrow_mut();
         if by_address.len() >= MAX_ADDRESS_CLIENTS && !by_address.contains_key(&address) {
@@ -84,7 +91,7 @@ impl UpstreamClient {
         by_address
             .entry(address)
             .or_insert_with(|| build_client(&self.config, self.request_timeout, self.tls.clone()))
-            .clone()
+            .request(method, uri)
     }
 }
 
@@ -223,8 +230,7 @@ impl Outgoing<'_> {
         let uri = upstream_uri(upstream, address, self.rest, req.uri().query())?;
         let mut request = self
             .client
-            .for_target(upstream, address)
-            .request(req.method().clone(), uri)
+            .request(req.method().clone(), uri, upstream, address)
             .no_decompress();
         if let Some(address) = address {
             request = request.address(address);
