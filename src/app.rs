@@ -118,6 +118,10 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
         draining: AtomicBool::new(false),
     });
     bootstrap::first_admin(&state).await?;
+    // Host names of service targets are resolved before the first request.
+    let mut resolvers = None;
+    let first = state.runtime.load_full();
+    resolve_once(&state, &first, &mut resolvers).await;
 
     let proxy_state = state.clone();
     let (proxy_server, proxy_addr) = listener::start(
@@ -214,7 +218,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
         .await
     });
     let dns_state = state.clone();
-    let resolving = tokio::spawn(async move { resolve_targets(&dns_state).await });
+    let resolving = tokio::spawn(async move { resolve_targets(&dns_state, resolvers).await });
     let tunnels_state = state.clone();
     let tunnel_checks = tokio::spawn(async move { check_tunnels(&tunnels_state).await });
     let stats_state = state.clone();
@@ -274,31 +278,44 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
 }
 
 /// Resolves the host names of service targets every
-/// `upstream.resolve_interval` (at once on start), and serves the services
-/// again, health kept, when an answer changed.
-async fn resolve_targets(state: &AppState) {
-    let mut resolvers = None;
+/// `upstream.resolve_interval`, and at once when a reload names new ones;
+/// serves the services again, health kept, when an answer changed.
+async fn resolve_targets(state: &AppState, mut resolvers: Option<Resolving>) {
+    let mut last_round = tokio::time::Instant::now();
+    let mut last_names = crate::upstream::dns::names(&state.runtime.load().services);
     loop {
+        let interval = state.runtime.load().config.upstream.resolve_interval;
+        tokio::time::sleep(interval.min(std::time::Duration::from_secs(1))).await;
         let runtime = state.runtime.load_full();
-        let upstream = &runtime.config.upstream;
-        // Made again only when a reload changes the servers to ask.
-        let resolver = match &resolvers {
-            Some((servers, resolver)) if *servers == upstream.resolvers => resolver,
-            _ => {
-                let made = crate::upstream::dns::Resolver::new(&upstream.resolvers);
-                &resolvers.insert((upstream.resolvers.clone(), made)).1
-            }
-        };
-        let changed =
-            crate::upstream::dns::refresh(&runtime.services, resolver, &state.logging.logger).await;
-        if changed {
-            let _changing = state.routes.changes.lock().await;
-            let config = state.runtime.load().config.clone();
-            if let Err(err) = state.serve(config) {
-                error!(state.logging.logger, "serving the newly resolved targets failed"; "error" => err.to_string());
-            }
+        let names = crate::upstream::dns::names(&runtime.services);
+        if names != last_names || last_round.elapsed() >= runtime.config.upstream.resolve_interval {
+            last_round = tokio::time::Instant::now();
+            last_names = names;
+            resolve_once(state, &runtime, &mut resolvers).await;
         }
-        tokio::time::sleep(upstream.resolve_interval).await;
+    }
+}
+
+/// The resolver of the configured servers, kept until a reload changes them.
+type Resolving = (Vec<SocketAddr>, crate::upstream::dns::Resolver);
+
+/// One round of resolution for `runtime`'s services; serves them again
+/// when an answer changed.
+async fn resolve_once(state: &AppState, runtime: &Runtime, resolvers: &mut Option<Resolving>) {
+    let servers = &runtime.config.upstream.resolvers;
+    let resolver = match resolvers {
+        Some((made_for, resolver)) if made_for == servers => resolver,
+        _ => {
+            let made = crate::upstream::dns::Resolver::new(servers);
+            &resolvers.insert((servers.clone(), made)).1
+        }
+    };
+    if crate::upstream::dns::refresh(&runtime.services, resolver, &state.logging.logger).await {
+        let _changing = state.routes.changes.lock().await;
+        let config = state.runtime.load().config.clone();
+        if let Err(err) = state.serve(config) {
+            error!(state.logging.logger, "serving the newly resolved targets failed"; "error" => err.to_string());
+        }
     }
 }
 

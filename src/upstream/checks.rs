@@ -130,6 +130,8 @@ fn record(service: &Service, target: &Target, result: Result<u16, String>, logge
 struct Exported {
     counters: std::collections::HashMap<(Arc<str>, String), [u64; 3]>,
     panicking: std::collections::HashMap<Arc<str>, bool>,
+    /// The keys of `counters` this export has seen: the others are gone.
+    present: std::collections::HashSet<(Arc<str>, String)>,
 }
 
 impl Exported {
@@ -137,6 +139,7 @@ impl Exported {
     /// Ejections and panics are logged here too, within a second, rather
     /// than on the request path.
     fn export(&mut self, services: &Services, metrics: &Metrics, logger: &Logger, now: u64) {
+        self.present.clear();
         for service in services.iter() {
             let name = &*service.config.name;
             let panicking = service.panicking();
@@ -203,13 +206,58 @@ impl Exported {
                 }
             }
         }
+        self.prune(metrics);
+    }
+
+    /// Drops the series of services and targets no longer served (a
+    /// reload removed them, or their address left the DNS answer), so none
+    /// reports a stale state for ever.
+    fn prune(&mut self, metrics: &Metrics) {
+        let present = &self.present;
+        self.counters.retain(|key, _| {
+            if present.contains(key) {
+                return true;
+            }
+            let (service, target) = (&*key.0, key.1.as_str());
+            match target {
+                "" => {
+                    let _ = metrics.upstream_panic.remove_label_values(&[service]);
+                    let _ = metrics.upstream_retries.remove_label_values(&[service]);
+                    let _ = metrics
+                        .upstream_breaker_open
+                        .remove_label_values(&[service]);
+                    for reason in ["overloaded", "circuit_open"] {
+                        let _ = metrics
+                            .upstream_refused
+                            .remove_label_values(&[service, reason]);
+                    }
+                }
+                "\0breaker" => {}
+                _ => {
+                    let _ = metrics
+                        .upstream_target_healthy
+                        .remove_label_values(&[service, target]);
+                    for counter in [
+                        &metrics.upstream_target_requests,
+                        &metrics.upstream_target_failures,
+                        &metrics.upstream_ejections,
+                    ] {
+                        let _ = counter.remove_label_values(&[service, target]);
+                    }
+                }
+            }
+            false
+        });
+        self.panicking
+            .retain(|service, _| present.contains(&(service.clone(), String::new())));
     }
 
     fn delta(&mut self, service: &Service, target: &str, slot: usize, now: u64) -> u64 {
-        let seen = self
-            .counters
-            .entry((service.config.name.clone(), target.to_owned()))
-            .or_default();
+        let key = (service.config.name.clone(), target.to_owned());
+        if !self.present.contains(&key) {
+            self.present.insert(key.clone());
+        }
+        let seen = self.counters.entry(key).or_default();
         // A target dropped by a reload and added again starts from zero.
         let delta = now.saturating_sub(seen[slot]);
         seen[slot] = now;

@@ -141,9 +141,10 @@ pub fn names(services: &Services) -> BTreeSet<String> {
 /// fails or resolves to nothing. Returns whether any answer changed.
 pub async fn refresh(services: &Services, resolver: &Resolver, logger: &Logger) -> bool {
     let answers = &services.answers;
-    let mut changed = false;
-    for name in names(services) {
-        let found = tokio::time::timeout(LOOKUP_TIMEOUT, resolver.lookup(&name))
+    let names = names(services);
+    // All at once: one slow name does not hold the others up.
+    let lookups = names.iter().map(|name| async move {
+        tokio::time::timeout(LOOKUP_TIMEOUT, resolver.lookup(name))
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {LOOKUP_TIMEOUT:?}")))
             .and_then(|found| {
@@ -152,7 +153,11 @@ pub async fn refresh(services: &Services, resolver: &Resolver, logger: &Logger) 
                 } else {
                     Ok(found)
                 }
-            });
+            })
+    });
+    let results = futures_util::future::join_all(lookups).await;
+    let mut changed = false;
+    for (name, found) in names.into_iter().zip(results) {
         match found {
             Ok(mut addresses) => {
                 if addresses.len() > MAX_ADDRESSES {

@@ -567,9 +567,16 @@ async fn host_names_are_resolved_again_and_each_address_is_a_target() {
     answered_by(&["three", "two"]).await;
     dns.fail(false);
 
-    // An address gone from the answer is a target gone.
+    // An address gone from the answer is a target gone, metrics included.
     dns.set(&[three]);
     answered_by(&["three"]).await;
+    let gone = format!("127.0.0.2:{port}]");
+    let kept = format!("127.0.0.3:{port}]");
+    eventually("the gone address's series to be dropped", SOON, || async {
+        let text = metrics(&gateway.admin_url("/metrics")).await;
+        (!text.contains(&gone) && text.contains(&kept)).then_some(())
+    })
+    .await;
     drop((a, b));
 }
 
@@ -709,7 +716,14 @@ async fn a_flapping_target_never_flips_on_single_results() {
     })
     .await;
     // One flip each way in the whole run: when it really failed, and when
-    // it really recovered.
+    // it really recovered (its line written by now).
+    gateway.wait_for_log(
+        |l| {
+            l["msg"] == "upstream target up: passed its health checks"
+                && l["target"] == flapping.url()
+        },
+        SOON,
+    );
     let flips = |msg: &str| {
         gateway
             .logs()
