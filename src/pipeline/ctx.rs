@@ -142,4 +142,12 @@ impl RequestCtx {
     pub fn route(&self) -> Option<&Route> {
         self.route.map(|i| &self.runtime.routes.routes()[i])
     }
+
+    /// The service the matched route names. Validation lets no route name a
+    /// missing service, so none found is the gateway's own fault.
+    pub fn service(&self) -> Result<Arc<crate::upstream::Service>, GatewayError> {
+        self.route
+            .and_then(|i| self.runtime.service_of(i).cloned())
+            .ok_or(GatewayError::Internal)
+    }
 }

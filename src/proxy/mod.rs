@@ -176,11 +176,7 @@ pub async fn forward(
             client_response(req.method(), response, route.timeout)
         }
         RouteUpstream::Service(_) => {
-            let service = ctx.route.and_then(|i| ctx.runtime.service_of(i).cloned());
-            let Some(service) = service else {
-                // Validation lets no route name a missing service.
-                return Err(GatewayError::Internal);
-            };
+            let service = ctx.service()?;
             let body = HeldBody::take(req, payload, &config.server, &service, ctx).await?;
             retry::forward(&outgoing, &service, body, ctx).await?
         }

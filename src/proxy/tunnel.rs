@@ -90,8 +90,7 @@ pub(super) async fn open(
             handshake(outgoing, upstream, None, deadline, ctx).await?
         }
         RouteUpstream::Service(_) => {
-            let service = ctx.route.and_then(|i| ctx.runtime.service_of(i).cloned());
-            let service = service.ok_or(GatewayError::Internal)?;
+            let service = ctx.service()?;
             handshake_with_service(outgoing, &service, deadline, ctx).await?
         }
     };
@@ -696,11 +695,6 @@ impl Tunnels {
             handle,
             tunnels: self.clone(),
         }
-    }
-
-    /// How many tunnels are open.
-    pub fn count(&self) -> usize {
-        self.lock().len()
     }
 
     /// Ends every tunnel whose session `still_valid` no longer accepts;
