@@ -447,26 +447,12 @@ where
     with_body(response, length, method, upstream, idle)
 }
 
-/// An answer read without awc (see `tunnel`), passed on as [`client_response`] does.
-fn response_with_body<S>(
-    method: &Method,
-    status: StatusCode,
-    headers: &header::HeaderMap,
-    body: S,
-    idle: Duration,
-) -> HttpResponse
-where
-    S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>>
-        + Unpin
-        + 'static,
-{
-    let (response, length) = response_head(status, headers);
-    with_body(response, length, method, body, idle)
-}
-
 /// The client's response to an upstream answer, with its status and
 /// end-to-end headers, and the body length the upstream declared.
-fn response_head(status: StatusCode, headers: &header::HeaderMap) -> (HttpResponse, Option<u64>) {
+pub(super) fn response_head(
+    status: StatusCode,
+    headers: &header::HeaderMap,
+) -> (HttpResponse, Option<u64>) {
     let mut response = HttpResponse::new(status);
     headers::copy_end_to_end(headers, response.headers_mut(), |_| false);
     let length = headers
@@ -478,7 +464,7 @@ fn response_head(status: StatusCode, headers: &header::HeaderMap) -> (HttpRespon
 
 /// Streams `upstream` as the response's body, framed as the upstream
 /// framed it (none for a bodiless answer; a HEAD answer keeps its length).
-fn with_body<S>(
+pub(super) fn with_body<S>(
     response: HttpResponse,
     length: Option<u64>,
     method: &Method,

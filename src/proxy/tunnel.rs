@@ -361,7 +361,8 @@ fn refusal(
         io,
         buffered,
     };
-    super::response_with_body(&Method::GET, head.status, &head.headers, body, idle)
+    let (response, length) = super::response_head(head.status, &head.headers);
+    super::with_body(response, length, &Method::GET, body, idle)
 }
 
 /// How a refusal's body ends.
