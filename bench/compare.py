@@ -242,11 +242,15 @@ auth = "public"
     return proc
 
 
-def portcullis(port, full=False, extra="", balanced=False):
+def portcullis(port, full=False, extra="", balanced=False, redis=None):
     """Portcullis on one route to the upstream; `full`: with a session and a
     rate limit; `balanced`: to a service of two targets (the upstream on
-    two ports) with passive health tracking, instead of one URL."""
-    name = ("portcullis-full" if full else "portcullis") + ("-balanced" if balanced else "")
+    two ports) with passive health tracking, instead of one URL; `redis`: a
+    Redis URL to keep its state in (storage.backend = "redis")."""
+    name = (("portcullis-full" if full else "portcullis") + ("-balanced" if balanced else "")
+            + ("-redis" if redis else ""))
+    shared = (f'backend = "redis"\n[storage.redis]\nurl = "{redis}"\n'
+              f'key_prefix = "{name}:"\n') if redis else ""
     upstream = "svc" if balanced else f"http://127.0.0.1:{UPSTREAM}"
     service = (f'[upstreams.svc]\ntargets = ["http://127.0.0.1:{UPSTREAM}", '
                f'"http://127.0.0.1:{UPSTREAM_2}"]\n') if balanced else ""
@@ -263,6 +267,7 @@ listen = "127.0.0.1:{admin}"
 token = "bench-admin-token-0123456789"
 [storage]
 path = "{data}"
+{shared}
 [log]
 format = "json"
 output = "{WORK}/{name}-access.log"

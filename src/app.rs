@@ -13,17 +13,18 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::audit::AuditLog;
 use crate::auth::Auth;
-use crate::config::{self, Config, ConfigError, ConfigSource, TlsFiles};
+use crate::config::{self, Config, ConfigError, ConfigSource, StorageBackend, TlsFiles};
 use crate::listener::{self, Listener};
 use crate::pipeline::{self, Runtime};
 use crate::proxy::{self, UpstreamClient};
-use crate::ratelimit::{CounterStore, COUNTER_TREE};
+use crate::ratelimit::{CounterStore, Limiter, SharedCounters, COUNTER_TREE};
 use crate::route_store::{ApiRouteStatus, RouteStore};
 use crate::state::AppState;
 use crate::storage::Storage;
 use crate::telemetry::{LogBridge, Logging, Metrics, RecentLog, Stats};
 
 mod bootstrap;
+mod changes;
 
 /// Open connections allowed on the admin listener (one worker, loopback by default).
 const ADMIN_MAX_CONNECTIONS: usize = 256;
@@ -62,15 +63,27 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
         log::set_max_level(log::LevelFilter::Warn);
     }
     install_panic_hook(logger.clone());
-    let storage = Storage::open(&config.storage)?;
+    let storage = Storage::open_with_backend(&config.storage, &metrics, &logger)?;
+    if let StorageBackend::Redis(redis) = &config.storage.backend {
+        info!(logger, "sharing users, sessions, counters, routes and the audit trail through Redis";
+            "url" => config::redact_url_password(&redis.url), "key_prefix" => &redis.key_prefix);
+    }
     let auth = Auth::open(&storage, &config, &metrics).map_err(StartupError::State)?;
-    let counters = CounterStore::open(
+    let local_counters = CounterStore::open(
         &storage,
         COUNTER_TREE,
         config.storage.rate_limit_keys,
         metrics.counter_evictions("rate_limit"),
     )
     .map_err(StartupError::State)?;
+    let counters = match storage.shared() {
+        Some(shared) => Limiter::Shared(SharedCounters::new(
+            shared.clone(),
+            "ratelimit",
+            local_counters,
+        )),
+        None => Limiter::Local(local_counters),
+    };
     let routes = RouteStore::open(&storage).map_err(StartupError::State)?;
     let audit = AuditLog::open(&storage, logger.clone()).map_err(StartupError::State)?;
     let load_tls = |files: &Option<TlsFiles>| {
@@ -204,6 +217,11 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     }
 
     let maintenance = tokio::spawn(maintain(state.clone()));
+    let following = state
+        .storage
+        .shared()
+        .and_then(|shared| shared.take_changes())
+        .map(|feed| tokio::spawn(changes::follow(state.clone(), feed)));
     let checks_state = state.clone();
     // Local: awc's client is not Send. One checker for the whole process.
     let health_checks = actix_web::rt::spawn(async move {
@@ -260,6 +278,9 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
     tunnel_checks.abort();
     resolving.abort();
     stats_ticker.abort();
+    if let Some(following) = following {
+        following.abort();
+    }
     upkeep(
         &state,
         Upkeep {
@@ -403,7 +424,7 @@ fn upkeep(state: &AppState, round: Upkeep) {
         .metrics
         .sessions_active
         .set(state.auth.live_sessions() as i64);
-    if let Err(err) = state.counters.persist(round.sweep) {
+    if let Err(err) = state.counters.local().persist(round.sweep) {
         error!(logger, "writing rate-limit counters failed"; "error" => err.to_string());
     }
     if let Err(err) = state.auth.throttle.persist(round.sweep) {
@@ -411,7 +432,7 @@ fn upkeep(state: &AppState, round: Upkeep) {
     }
     let keys = &state.metrics.counter_keys;
     keys.with_label_values(&["rate_limit"])
-        .set(state.counters.len() as i64);
+        .set(state.counters.local().len() as i64);
     keys.with_label_values(&["login_throttle"])
         .set(state.auth.throttle.len() as i64);
 }

@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod route_store;
 pub mod routing;
+pub mod shared;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use portcullis::cli::{run_accounts, Accounts, Cli, Command};
+use portcullis::cli::{run_accounts, run_storage, Accounts, Cli, Command};
 use portcullis::config::{self, ConfigSource};
 
 // musl's allocator takes one lock for every allocation, which the workers
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Session { storage, command } => {
             run_accounts(storage.config, Accounts::Session(command))
         }
+        Command::Storage { storage, command } => run_storage(storage.config, command),
         Command::Manual { dir } => manual(&dir),
     }
 }

@@ -12,7 +12,7 @@ use crate::admin::audit::AuditLog;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::pipeline::Runtime;
-use crate::ratelimit::CounterStore;
+use crate::ratelimit::Limiter;
 use crate::route_store::RouteStore;
 use crate::storage::Storage;
 use crate::telemetry::{Logging, Metrics, RecentLog, Stats};
@@ -31,7 +31,7 @@ pub struct AppState {
     /// Users, sessions and login throttling.
     pub auth: Auth,
     /// Rate-limit counters.
-    pub counters: CounterStore,
+    pub counters: Limiter,
     /// Routes made through the admin API.
     pub routes: RouteStore,
     /// The admin audit trail.

@@ -48,6 +48,8 @@ mod rate_limits;
 mod routing;
 #[path = "integration/services.rs"]
 mod services;
+#[path = "integration/shared_state.rs"]
+mod shared_state;
 #[path = "integration/smuggling.rs"]
 mod smuggling;
 #[path = "integration/tls.rs"]

@@ -3,7 +3,9 @@
 //! and kept in the database (the most recent `admin.audit_records`).
 //!
 //! A record is on disk before the change is answered, like the change
-//! itself. Records never hold a password or a token.
+//! itself. Records never hold a password or a token. With
+//! `storage.backend = "redis"` every node's records go to one shared trail
+//! (a sorted set by id), so an admin sees the changes made on every node.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,6 +18,9 @@ use crate::storage::{now_ms, Storage};
 
 /// The sled tree of audit records, keyed by big-endian id.
 pub const AUDIT_TREE: &str = "audit";
+
+/// Shared records read per step when listing.
+const AUDIT_PAGE: usize = 500;
 
 /// One admin change, as kept.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -83,12 +88,44 @@ impl AuditLog {
     /// Logs and stores a record durably, keeping the newest `keep`; fills in
     /// its id and time. Fails when storage refuses it.
     pub async fn record(&self, mut record: AuditRecord, keep: usize) -> sled::Result<()> {
-        record.id = self.next_id.fetch_add(1, Ordering::Relaxed);
         record.at = rfc3339(now_ms());
+        if let Some(shared) = self.storage.shared() {
+            let key = shared.keys().audit();
+            let template = record.clone();
+            let id = shared
+                .call("audit", move |mut conn| async move {
+                    let id: u64 = redis::cmd("INCR")
+                        .arg(format!("{key}:id"))
+                        .query_async(&mut conn)
+                        .await?;
+                    let mut record = template;
+                    record.id = id;
+                    let value = serde_json::to_string(&record).expect("an audit record serialises");
+                    redis::pipe()
+                        .cmd("ZADD")
+                        .arg(&key)
+                        .arg(id)
+                        .arg(value)
+                        .ignore()
+                        .cmd("ZREMRANGEBYRANK")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-(keep as i64) - 1)
+                        .ignore()
+                        .query_async::<()>(&mut conn)
+                        .await?;
+                    Ok(id)
+                })
+                .await;
+            // The system log has the record even when the trail could not take it.
+            record.id = *id.as_ref().unwrap_or(&0);
+            self.log(&record);
+            return id.map(|_| ()).map_err(Into::into);
+        }
+        record.id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.log(&record);
         let value = serde_json::to_vec(&record).expect("an audit record serialises");
         self.tree.insert(record.id.to_be_bytes(), value)?;
-        // Ids are dense, so everything below `id - keep` is surplus.
         if let Some(oldest_kept) = record.id.checked_sub(keep as u64) {
             while let Some((key, _)) = self.tree.first()? {
                 if id_of(&key) > oldest_kept {
@@ -129,15 +166,48 @@ impl AuditLog {
         let limit = query.limit.unwrap_or(100).clamp(1, 1000);
         let end = query.before.unwrap_or(u64::MAX);
         let mut out = Vec::new();
-        for entry in self.tree.range(..end.to_be_bytes()).rev() {
-            let (_, value) = entry?;
-            let Ok(record) = serde_json::from_slice::<AuditRecord>(&value) else {
-                continue;
-            };
-            if matches(&record, query) {
-                out.push(record);
-                if out.len() == limit {
-                    break;
+        let mut keep_matching = |value: &[u8]| {
+            if let Ok(record) = serde_json::from_slice::<AuditRecord>(value) {
+                if matches(&record, query) {
+                    out.push(record);
+                }
+            }
+            out.len() < limit
+        };
+        match self.storage.shared() {
+            Some(shared) => {
+                // Newest first, a page at a time, until enough match.
+                let mut below = end;
+                loop {
+                    let key = shared.keys().audit();
+                    let page: Vec<(Vec<u8>, u64)> =
+                        shared.call_blocking("audit", move |mut conn| async move {
+                            redis::cmd("ZREVRANGEBYSCORE")
+                                .arg(key)
+                                .arg(format!("({below}"))
+                                .arg("-inf")
+                                .arg("WITHSCORES")
+                                .arg("LIMIT")
+                                .arg(0)
+                                .arg(AUDIT_PAGE)
+                                .query_async(&mut conn)
+                                .await
+                        })?;
+                    let Some(&(_, last)) = page.last() else { break };
+                    if !page.iter().all(|(value, _)| keep_matching(value))
+                        || page.len() < AUDIT_PAGE
+                    {
+                        break;
+                    }
+                    below = last;
+                }
+            }
+            None => {
+                for entry in self.tree.range(..end.to_be_bytes()).rev() {
+                    let (_, value) = entry?;
+                    if !keep_matching(&value) {
+                        break;
+                    }
                 }
             }
         }

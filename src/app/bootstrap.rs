@@ -13,6 +13,8 @@ use slog::info;
 
 use super::StartupError;
 use crate::admin::api::INITIAL_PASSWORD_FILE;
+use crate::auth::AccountError;
+use crate::shared::Change;
 use crate::state::AppState;
 
 /// Creates the first admin when nobody can administer the gateway.
@@ -33,11 +35,22 @@ pub async fn first_admin(state: &AppState) -> Result<(), StartupError> {
     let path = config.storage.path.join(INITIAL_PASSWORD_FILE);
     write_secret(&path, &password)
         .map_err(|err| StartupError::Bootstrap(format!("{}: {err}", path.display())))?;
-    state
-        .auth
-        .add_first_admin(&name, password, role)
-        .await
-        .map_err(|err| StartupError::Bootstrap(err.to_string()))?;
+    match state.auth.add_first_admin(&name, password, role).await {
+        Ok(_) => {}
+        Err(AccountError::UserExists(_)) => {
+            // Another node sharing the store created it first: its password
+            // file is on that node.
+            let _ = std::fs::remove_file(&path);
+            state
+                .auth
+                .apply(&Change::Resync)
+                .map_err(|err| StartupError::Bootstrap(err.to_string()))?;
+            info!(state.logging.logger, "first start: another node sharing the store created the first admin; its password file is on that node";
+                "user" => name);
+            return Ok(());
+        }
+        Err(err) => return Err(StartupError::Bootstrap(err.to_string())),
+    }
     info!(state.logging.logger, "first start: created an admin user; its password is in the file named here, and the console asks for a new one at the first login";
         "user" => name, "role" => role, "password_file" => path.display().to_string());
     Ok(())

@@ -19,6 +19,9 @@ pub enum LoginError {
     Throttled(GatewayError),
     /// No password-checking slot came free in time; nothing was counted.
     Busy(AccountError),
+    /// The shared store is down: no session could be issued, so no
+    /// password is checked either.
+    Unavailable,
 }
 
 impl LoginError {
@@ -28,6 +31,7 @@ impl LoginError {
             LoginError::Invalid => "failure",
             LoginError::Throttled(_) => "throttled",
             LoginError::Busy(_) => "busy",
+            LoginError::Unavailable => "unavailable",
         }
     }
 }
@@ -38,6 +42,7 @@ impl From<LoginError> for GatewayError {
             LoginError::Invalid => GatewayError::InvalidCredentials,
             LoginError::Throttled(refusal) => refusal,
             LoginError::Busy(err) => err.into(),
+            LoginError::Unavailable => GatewayError::ServiceUnavailable,
         }
     }
 }
@@ -57,23 +62,27 @@ impl Auth {
         if !valid_username(username) {
             return Err(LoginError::Invalid);
         }
+        if !self.store_answers() {
+            return Err(LoginError::Unavailable);
+        }
         let address = AddressKey::new(client, config.server.address_prefixes);
         let attempt = self
             .throttle
             .begin(&config.login, username, address)
+            .await
             .map_err(LoginError::Throttled)?;
         match self
             .verify_password(username, password, config.login.max_hash_wait)
             .await
         {
             Ok(Some(user)) => {
-                attempt.succeeded();
+                attempt.succeeded().await;
                 Ok(user)
             }
             // Dropped, the attempt stays counted as a failure.
             Ok(None) => Err(LoginError::Invalid),
             Err(err) => {
-                attempt.abandon();
+                attempt.abandon().await;
                 Err(LoginError::Busy(err.into()))
             }
         }

@@ -30,10 +30,12 @@ pub use password::HashingError;
 pub use sessions::{Origin, Session};
 pub use throttle::{Attempt, LoginThrottle, THROTTLE_TREE};
 
-use crate::config::{AdminConfig, Config, SessionConfig};
+use crate::config::{AdminConfig, Config, SessionConfig, StorageBackend};
 use crate::error::GatewayError;
+use crate::shared::Change;
 use crate::storage::{
-    now_ms, Records, Storage, UserRecord, CONSOLE_SESSIONS_TREE, SCHEMA_VERSION, SESSIONS_TREE,
+    now_ms, Records, Storage, Update, UserRecord, CONSOLE_SESSIONS_TREE, SCHEMA_VERSION,
+    SESSIONS_TREE,
 };
 use crate::telemetry::Metrics;
 use password::Hashing;
@@ -249,6 +251,9 @@ pub struct Auth {
     console_sessions: SessionStore,
     hashing: Hashing,
     pub throttle: LoginThrottle,
+    /// How long sessions held in memory stay accepted while the shared
+    /// Redis is down (`storage.redis.session_fallback`).
+    session_fallback: Option<Duration>,
     decoy_hash: std::sync::OnceLock<String>,
 }
 
@@ -260,19 +265,10 @@ impl Auth {
         config: &Config,
         metrics: &Metrics,
     ) -> Result<Auth, sled::Error> {
-        let user_records = storage.users()?;
-        let users: HashMap<Arc<str>, Arc<User>> = user_records
-            .all()?
-            .into_iter()
-            .map(|r| {
-                let user = Arc::new(User::from_record(r));
-                (user.name.clone(), user)
-            })
-            .collect();
-        Ok(Auth {
-            user_records,
+        let auth = Auth {
+            user_records: storage.users()?,
             storage: storage.clone(),
-            users: RwLock::new(users),
+            users: RwLock::new(HashMap::new()),
             user_writes: tokio::sync::Mutex::new(()),
             sessions: SessionStore::open(storage, SESSIONS_TREE, config.storage.session_cache)?,
             console_sessions: SessionStore::open(storage, CONSOLE_SESSIONS_TREE, 1024)?,
@@ -286,7 +282,13 @@ impl Auth {
                 metrics.counter_evictions("login_throttle"),
             )?,
             decoy_hash: std::sync::OnceLock::new(),
-        })
+            session_fallback: match &config.storage.backend {
+                StorageBackend::Redis(redis) => Some(redis.session_fallback),
+                StorageBackend::Sled => None,
+            },
+        };
+        *auth.users.write().map_err(|_| poisoned_index())? = auth.load_users()?;
+        Ok(auth)
     }
 
     fn user(&self, name: &str) -> Option<Arc<User>> {
@@ -301,7 +303,20 @@ impl Auth {
         token: &str,
         config: &SessionConfig,
     ) -> Result<Principal, Rejection> {
+        if let (Some(fallback), Some(shared)) = (self.session_fallback, self.storage.shared()) {
+            // Past the fallback, what this node holds may have been revoked elsewhere.
+            if shared.down_for().is_some_and(|down| down > fallback) {
+                return Err(Rejection::Unavailable);
+            }
+        }
         self.validate(&self.sessions, token, config.into()).await
+    }
+
+    /// Whether the store of users and sessions takes writes: always for
+    /// sled (whose failures show when a write fails), and for Redis while
+    /// it answers its health checks.
+    pub fn store_answers(&self) -> bool {
+        self.storage.shared().is_none_or(|shared| shared.is_up())
     }
 
     /// Validates an admin console session token: the same checks, with the
@@ -592,7 +607,11 @@ impl Auth {
             generation: 0,
             must_change_password,
         };
-        self.save_user(record).await
+        // Created only if no node has created the name meanwhile.
+        if !self.user_records.create(username, &record)? {
+            return Err(AccountError::UserExists(username.into()));
+        }
+        self.remember_user(record).await
     }
 
     /// Changes a password; every session of the user ends.
@@ -604,7 +623,7 @@ impl Auth {
     ) -> Result<usize, AccountError> {
         let password_hash = self.hash_password(password, min_password_length).await?;
         self.update_user(username, |r| {
-            r.password_hash = password_hash;
+            r.password_hash.clone_from(&password_hash);
             r.must_change_password = false;
         })
         .await
@@ -637,11 +656,11 @@ impl Auth {
             validate_names(p)?;
         }
         self.update_user(username, |r| {
-            if let Some(roles) = roles {
-                r.roles = roles;
+            if let Some(roles) = &roles {
+                r.roles.clone_from(roles);
             }
-            if let Some(permissions) = permissions {
-                r.permissions = permissions;
+            if let Some(permissions) = &permissions {
+                r.permissions.clone_from(permissions);
             }
         })
         .await
@@ -678,25 +697,26 @@ impl Auth {
     async fn update_user(
         &self,
         username: &str,
-        change: impl FnOnce(&mut UserRecord),
+        change: impl Fn(&mut UserRecord),
     ) -> Result<usize, AccountError> {
         {
             let _writing = self.user_writes.lock().await;
-            let user = self
-                .user(username)
-                .ok_or_else(|| AccountError::NoSuchUser(username.into()))?;
-            let mut record = user.record.clone();
-            change(&mut record);
-            record.updated_at = now_ms();
-            record.generation = user.generation + 1;
-            self.save_user(record).await?;
+            // From the stored record, which another node may have changed
+            // (read again, and the change made again, if it changes meanwhile).
+            let record = self.user_records.update(username, |mut record| {
+                change(&mut record);
+                record.updated_at = now_ms();
+                record.generation += 1;
+                Update::Put(record)
+            })?;
+            let record = record.ok_or_else(|| AccountError::NoSuchUser(username.into()))?;
+            self.remember_user(record).await?;
         }
         self.revoke_user(username).await
     }
 
-    /// Stores a user durably, then makes it the one the request path sees.
-    async fn save_user(&self, record: UserRecord) -> Result<Arc<User>, AccountError> {
-        self.user_records.put(&record.username, &record)?;
+    /// Makes a stored user durable, then the one the request path sees.
+    async fn remember_user(&self, record: UserRecord) -> Result<Arc<User>, AccountError> {
         self.storage.flush_async().await?;
         let user = Arc::new(User::from_record(record));
         self.users
@@ -740,12 +760,55 @@ impl Auth {
     pub fn live_sessions(&self) -> usize {
         self.sessions.live()
     }
+
+    /// Takes in a change another node made to shared users or sessions:
+    /// what this node holds in memory of it is read again (a session, when
+    /// next presented).
+    pub fn apply(&self, change: &Change) -> Result<(), sled::Error> {
+        match change {
+            Change::Session(id) => self.sessions.forget(id),
+            Change::User(name) => {
+                let stored = self.user_records.get(name)?;
+                let mut users = self.users.write().map_err(|_| poisoned_index())?;
+                match stored {
+                    Some(record) => {
+                        let user = Arc::new(User::from_record(record));
+                        users.insert(user.name.clone(), user);
+                    }
+                    None => {
+                        users.remove(name.as_str());
+                    }
+                }
+            }
+            Change::Resync => {
+                let users = self.load_users()?;
+                *self.users.write().map_err(|_| poisoned_index())? = users;
+                self.sessions.forget_all();
+            }
+            Change::Route(_) => {}
+        }
+        Ok(())
+    }
+
+    fn load_users(&self) -> Result<HashMap<Arc<str>, Arc<User>>, sled::Error> {
+        Ok(self
+            .user_records
+            .all()?
+            .into_iter()
+            .map(|r| {
+                let user = Arc::new(User::from_record(r));
+                (user.name.clone(), user)
+            })
+            .collect())
+    }
+}
+
+fn poisoned_index() -> sled::Error {
+    sled::Error::ReportableBug("an in-memory index lock is poisoned".into())
 }
 
 fn poisoned() -> AccountError {
-    AccountError::Storage(sled::Error::ReportableBug(
-        "an in-memory index lock is poisoned".into(),
-    ))
+    AccountError::Storage(poisoned_index())
 }
 
 /// Whether `name` may be a username: 1-64 letters, digits, '.', '_', '-'

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use super::rfc3339;
 use super::token::{self, TokenHash};
-use crate::storage::{now_ms, Records, SessionRecord, Storage, SCHEMA_VERSION};
+use crate::storage::{now_ms, Records, SessionRecord, Storage, Update, SCHEMA_VERSION};
 
 /// How many tokens older than the previous one a session remembers, to
 /// recognise them if they are ever presented again (a stolen token).
@@ -409,13 +409,18 @@ impl SessionStore {
         });
         {
             let _writing = self.lock_writes();
-            let Some(stored) = self.records.get(&session.id)? else {
-                return Ok(None);
-            };
-            if stored.revoked_at.is_some() || !session.holds_token_of(&stored) {
+            let written = self.records.update(&session.id, |stored| {
+                if stored.revoked_at.is_some() || !session.holds_token_of(&stored) {
+                    return Update::Keep;
+                }
+                let mut record = rotated.to_record();
+                // Another node may have seen the session since.
+                record.last_seen = record.last_seen.max(stored.last_seen);
+                Update::Put(record)
+            })?;
+            if written.is_none() {
                 return Ok(None);
             }
-            self.records.put(&rotated.id, &rotated.to_record())?;
             self.epoch.fetch_add(1, Ordering::Release);
             self.write_cache().insert(rotated.clone());
         }
@@ -499,13 +504,14 @@ impl SessionStore {
     fn write_revocations(&self, ids: &[String], at: u64) -> sled::Result<usize> {
         let mut live = 0;
         for id in ids {
-            if let Some(mut record) = self.records.get(id)? {
-                if record.revoked_at.is_none() {
-                    record.revoked_at = Some(at);
-                    self.records.put(id, &record)?;
-                    live += 1;
+            let revoked = self.records.update(id, |mut record| {
+                if record.revoked_at.is_some() {
+                    return Update::Keep;
                 }
-            }
+                record.revoked_at = Some(at);
+                Update::Put(record)
+            })?;
+            live += usize::from(revoked.is_some());
         }
         Ok(live)
     }
@@ -590,13 +596,13 @@ impl SessionStore {
                     .persisted_last_seen
                     .fetch_max(session.last_seen(), Ordering::Relaxed);
                 // A rotated, revoked-and-swept or deleted session has moved on.
-                let Some(mut record) = self.records.get(&session.id)? else {
-                    continue;
-                };
-                if session.holds_token_of(&record) && record.last_seen < session.last_seen() {
+                self.records.update(&session.id, |mut record| {
+                    if !session.holds_token_of(&record) || record.last_seen >= session.last_seen() {
+                        return Update::Keep;
+                    }
                     record.last_seen = session.last_seen();
-                    self.records.put(&session.id, &record)?;
-                }
+                    Update::Put(record)
+                })?;
             }
         }
         Ok(())
@@ -612,14 +618,18 @@ impl SessionStore {
             let mut gone = Vec::new();
             for id in chunk {
                 // Checked again under the lock with the freshest activity.
-                let Some(record) = self.records.get(id)? else {
-                    continue;
-                };
-                if self
-                    .freshest(&record)
-                    .is_none_or(|s| s.is_expired(now, idle))
-                {
-                    self.records.delete(id)?;
+                let mut expired = false;
+                self.records.update(id, |record| {
+                    expired = self
+                        .freshest(&record)
+                        .is_none_or(|s| s.is_expired(now, idle));
+                    if expired {
+                        Update::Delete
+                    } else {
+                        Update::Keep
+                    }
+                })?;
+                if expired {
                     gone.push(id);
                 }
             }
@@ -630,6 +640,20 @@ impl SessionStore {
             }
         }
         Ok(())
+    }
+
+    /// Drops a session from memory (another node changed it): the next
+    /// request that presents it reads it again. Moving the epoch makes a
+    /// load that read the old record before this read it again too.
+    pub fn forget(&self, id: &str) {
+        self.epoch.fetch_add(1, Ordering::Release);
+        self.write_cache().by_id.remove(id);
+    }
+
+    /// Drops every session from memory (after the change feed was interrupted).
+    pub fn forget_all(&self) {
+        self.epoch.fetch_add(1, Ordering::Release);
+        self.write_cache().by_id.clear();
     }
 
     /// Live sessions: as of the last sweep, plus logins and minus

@@ -5,7 +5,8 @@
 //! checked, so a burst of simultaneous guesses verifies at most the allowed
 //! number of passwords instead of all of them; a successful login gives the
 //! place back. Counts are written behind to sled like any other counter, so
-//! a restart does not reset them.
+//! a restart does not reset them; with `storage.backend = "redis"` they are
+//! shared, so guesses spread over several nodes count together.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use prometheus::IntCounter;
 
 use crate::config::LoginConfig;
 use crate::error::GatewayError;
-use crate::ratelimit::{AddressKey, CounterStore};
+use crate::ratelimit::{AddressKey, CounterStore, Counters as _, Limiter, SharedCounters};
 use crate::storage::Storage;
 
 /// The sled tree of login-failure counts.
@@ -21,14 +22,14 @@ pub const THROTTLE_TREE: &str = "login_throttle";
 
 /// The login-failure counters.
 pub struct LoginThrottle {
-    counters: CounterStore,
+    counters: Limiter,
 }
 
 /// One login attempt holding its place in the failure counts. Dropped as
 /// it is, the attempt stays counted as a failure.
 #[must_use = "an attempt is a failure unless it is resolved otherwise"]
 pub struct Attempt<'a> {
-    counters: &'a CounterStore,
+    counters: &'a Limiter,
     window: Duration,
     user_key: String,
     address_key: String,
@@ -41,16 +42,21 @@ impl LoginThrottle {
         capacity: usize,
         evictions: IntCounter,
     ) -> Result<LoginThrottle, sled::Error> {
-        Ok(LoginThrottle {
-            counters: CounterStore::open(storage, THROTTLE_TREE, capacity, evictions)?,
-        })
+        let local = CounterStore::open(storage, THROTTLE_TREE, capacity, evictions)?;
+        let counters = match storage.shared() {
+            Some(shared) => {
+                Limiter::Shared(SharedCounters::new(shared.clone(), "login_throttle", local))
+            }
+            None => Limiter::Local(local),
+        };
+        Ok(LoginThrottle { counters })
     }
 
     /// Counts an attempt for `username` from `address`, or refuses it (429)
     /// when either already has `max_failures_*` failures in the window.
     /// `username` must already be valid: nothing is counted for names that
     /// can never log in.
-    pub fn begin(
+    pub async fn begin(
         &self,
         config: &LoginConfig,
         username: &str,
@@ -70,11 +76,12 @@ impl LoginThrottle {
             let decision = self
                 .counters
                 .acquire(key, window, limit)
+                .await
                 .map_err(|_| GatewayError::ServiceUnavailable)?;
             if !decision.allowed {
                 if *key == attempt.address_key {
                     // The username's place was taken for an attempt that never happens.
-                    let _ = self.counters.release(&attempt.user_key, window);
+                    let _ = self.counters.release(&attempt.user_key, window).await;
                 }
                 return Err(GatewayError::RateLimited {
                     limit,
@@ -88,42 +95,45 @@ impl LoginThrottle {
 
     /// Writes changed counts to sled (and, with `sweep`, drops expired ones).
     pub fn persist(&self, sweep: bool) -> Result<(), crate::ratelimit::StoreError> {
-        self.counters.persist(sweep).map(|_| ())
+        self.counters.local().persist(sweep).map(|_| ())
     }
 
     /// Keys held in memory.
     pub fn len(&self) -> usize {
-        self.counters.len()
+        self.counters.local().len()
     }
 
     /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
-        self.counters.is_empty()
+        self.counters.local().is_empty()
     }
 
     /// Forgets one key (`user|NAME` or `address|ADDRESS`); true when it existed.
-    pub fn reset(&self, key: &str) -> Result<bool, crate::ratelimit::StoreError> {
-        self.counters.reset(key)
+    pub async fn reset(&self, key: &str) -> Result<bool, crate::ratelimit::StoreError> {
+        self.counters.reset(key).await
     }
 
     /// The `n` usernames and addresses with the most recent failures.
-    pub fn busiest(&self, n: usize) -> Vec<(String, u64)> {
-        self.counters.busiest("", n)
+    pub async fn busiest(
+        &self,
+        n: usize,
+    ) -> Result<Vec<(String, u64)>, crate::ratelimit::StoreError> {
+        self.counters.busiest("", n).await
     }
 }
 
 impl Attempt<'_> {
     /// The password was right: the username's failures are cleared, and
     /// the address gets its place back (its earlier failures stay).
-    pub fn succeeded(self) {
-        let _ = self.counters.reset(&self.user_key);
-        let _ = self.counters.release(&self.address_key, self.window);
+    pub async fn succeeded(self) {
+        let _ = self.counters.reset(&self.user_key).await;
+        let _ = self.counters.release(&self.address_key, self.window).await;
     }
 
     /// The password was never checked (the gateway was too busy): nothing is counted.
-    pub fn abandon(self) {
-        let _ = self.counters.release(&self.user_key, self.window);
-        let _ = self.counters.release(&self.address_key, self.window);
+    pub async fn abandon(self) {
+        let _ = self.counters.release(&self.user_key, self.window).await;
+        let _ = self.counters.release(&self.address_key, self.window).await;
     }
 }
 
@@ -155,8 +165,8 @@ mod tests {
         AddressKey::new(ip.parse().unwrap(), AddressPrefixes::default())
     }
 
-    #[test]
-    fn attempts_are_counted_before_they_are_checked() {
+    #[actix_web::test]
+    async fn attempts_are_counted_before_they_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(&StorageConfig::for_tests(dir.path())).unwrap();
         let evictions = IntCounter::new("evictions", "test").unwrap();
@@ -164,25 +174,25 @@ mod tests {
         let config = config();
         let from = address("192.0.2.1");
         // Three attempts in flight at once fill alice's place; the fourth is refused.
-        let held: Vec<Attempt> = (0..3)
-            .map(|_| throttle.begin(&config, "alice", from).unwrap())
-            .collect();
-        assert!(throttle.begin(&config, "alice", from).is_err());
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(throttle.begin(&config, "alice", from).await.unwrap());
+        }
+        assert!(throttle.begin(&config, "alice", from).await.is_err());
         // Abandoned attempts give their places back.
         for attempt in held {
-            attempt.abandon();
+            attempt.abandon().await;
         }
-        let attempt = throttle.begin(&config, "alice", from).unwrap();
-        attempt.succeeded();
-        assert!(throttle
-            .busiest(10)
-            .iter()
-            .all(|(key, _)| key != "user|alice"));
+        let attempt = throttle.begin(&config, "alice", from).await.unwrap();
+        attempt.succeeded().await;
+        let busiest = throttle.busiest(10).await.unwrap();
+        assert!(busiest.iter().all(|(key, _)| key != "user|alice"));
         // The address limit (5) counts across usernames and frees the username's place.
         for name in ["b", "c", "d", "e", "f"] {
-            drop(throttle.begin(&config, name, from).unwrap());
+            drop(throttle.begin(&config, name, from).await.unwrap());
         }
-        assert!(throttle.begin(&config, "g", from).is_err());
-        assert!(throttle.busiest(10).iter().all(|(key, _)| key != "user|g"));
+        assert!(throttle.begin(&config, "g", from).await.is_err());
+        let busiest = throttle.busiest(10).await.unwrap();
+        assert!(busiest.iter().all(|(key, _)| key != "user|g"));
     }
 }

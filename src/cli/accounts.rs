@@ -30,7 +30,9 @@ pub fn run(config_path: Option<PathBuf>, command: Accounts) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let storage = match Storage::open(&config.storage) {
+    let metrics = Metrics::new();
+    let quiet = slog::Logger::root(slog::Discard, slog::o!());
+    let storage = match Storage::open_with_backend(&config.storage, &metrics, &quiet) {
         Ok(storage) => storage,
         Err(StorageError::Locked { path }) => {
             eprintln!(
@@ -47,7 +49,7 @@ pub fn run(config_path: Option<PathBuf>, command: Accounts) -> ExitCode {
         }
     };
     let result = actix_web::rt::System::new().block_on(async {
-        let auth = Auth::open(&storage, &config, &Metrics::new())?;
+        let auth = Auth::open(&storage, &config, &metrics)?;
         match command {
             Accounts::User(command) => user(&auth, &config, command).await,
             Accounts::Session(command) => session(&auth, &config, command).await,

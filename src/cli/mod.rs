@@ -3,12 +3,14 @@
 
 mod accounts;
 pub mod manual;
+mod migrate;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 pub use accounts::{run as run_accounts, Accounts};
+pub use migrate::run as run_storage;
 
 /// `portcullis --version`: the release and the commit it was built from.
 pub const VERSION: &str = concat!(
@@ -60,6 +62,14 @@ pub enum Command {
         storage: StorageArgs,
         #[command(subcommand)]
         command: SessionCommand,
+    },
+    /// Move users, sessions and API routes between this node's database and
+    /// the shared Redis of `[storage.redis]` (while no gateway is running).
+    Storage {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(subcommand)]
+        command: StorageCommand,
     },
     /// Write the man pages (portcullis.1 and one per subcommand) into DIR, for packaging.
     #[command(hide = true)]
@@ -150,4 +160,27 @@ pub enum SessionCommand {
         #[arg(long)]
         user: Option<String>,
     },
+}
+
+/// `portcullis storage ...`.
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Copy users, sessions (still valid where they land: only token hashes
+    /// move) and API routes from one store to the other. The configuration
+    /// names both: `storage.path` and `[storage.redis]`, with
+    /// `storage.backend = "redis"`. Rate-limit counts and the audit trail
+    /// stay where they are.
+    Migrate {
+        /// Where the records go: `redis` (from this node's database) or
+        /// `sled` (from Redis into this node's database).
+        #[arg(long, value_enum)]
+        to: MigrateTarget,
+    },
+}
+
+/// Where `storage migrate` copies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MigrateTarget {
+    Redis,
+    Sled,
 }

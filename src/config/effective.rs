@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{Config, KeyPart, LogFormat, LogOutput, SameSite, TlsFiles};
+use super::{Config, KeyPart, LogFormat, LogOutput, SameSite, StorageBackend, TlsFiles};
 
 /// What a secret shows as.
 pub const MASK: &str = "********";
@@ -86,6 +86,22 @@ impl Config {
                 "login_throttle_keys": st.login_throttle_keys,
                 "flush_interval": duration(st.flush_interval),
                 "sweep_interval": duration(st.sweep_interval),
+                "backend": match &st.backend {
+                    StorageBackend::Sled => "sled",
+                    StorageBackend::Redis(_) => "redis",
+                },
+                "redis": match &st.backend {
+                    StorageBackend::Sled => Value::Null,
+                    StorageBackend::Redis(r) => json!({
+                        "url": super::redact_url_password(&r.url),
+                        "password": r.password.as_ref().map(|_| MASK),
+                        "key_prefix": r.key_prefix,
+                        "connect_timeout": duration(r.connect_timeout),
+                        "command_timeout": duration(r.command_timeout),
+                        "health_interval": duration(r.health_interval),
+                        "session_fallback": duration(r.session_fallback),
+                    }),
+                },
             },
             "log": {
                 "level": crate::telemetry::level_name(l.level),

@@ -23,9 +23,9 @@ use serde::de::DeserializeOwned;
 
 pub use header_rules::{HeaderRules, Vars as HeaderVars};
 pub use model::{
-    parse_level, AddressPrefixes, AdminConfig, AuthPolicy, Config, LogConfig, LogFormat, LogOutput,
-    LoginConfig, Route, RouteOrigin, RouteUpstream, SameSite, ServerConfig, SessionConfig,
-    StorageConfig, TlsFiles, Upstream, UpstreamConfig,
+    parse_level, redact_url_password, AddressPrefixes, AdminConfig, AuthPolicy, Config, LogConfig,
+    LogFormat, LogOutput, LoginConfig, RedisConfig, Route, RouteOrigin, RouteUpstream, SameSite,
+    ServerConfig, SessionConfig, StorageBackend, StorageConfig, TlsFiles, Upstream, UpstreamConfig,
 };
 pub use rate_limits::{FailMode, KeyPart, RateLimitPolicy};
 pub use services::{

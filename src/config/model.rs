@@ -15,8 +15,8 @@ use ipnet::IpNet;
 use super::header_rules::{self, HeaderRules};
 use super::rate_limits::{self, RateLimitPolicy};
 use super::raw::{
-    RawAdmin, RawLog, RawLogin, RawRateLimit, RawRoute, RawServer, RawService, RawSession,
-    RawStorage, RawUpstream,
+    RawAdmin, RawLog, RawLogin, RawRateLimit, RawRedis, RawRoute, RawServer, RawService,
+    RawSession, RawStorage, RawUpstream,
 };
 use super::services::{self, ServiceConfig};
 use super::units::HumanDuration;
@@ -210,6 +210,66 @@ pub struct StorageConfig {
     pub flush_interval: Duration,
     /// How often expired sessions and rate-limit counters are removed.
     pub sweep_interval: Duration,
+    /// Where users, sessions, counters, routes and the audit trail live.
+    pub backend: StorageBackend,
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StorageBackend {
+    /// This node's embedded database alone (the default).
+    Sled,
+    /// A Redis (or Valkey) server shared by several nodes.
+    Redis(RedisConfig),
+}
+
+/// `[storage.redis]`.
+#[derive(Clone, PartialEq)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` (TLS), with an optional `/db` number.
+    pub url: String,
+    pub password: Option<String>,
+    /// Prepended to every key and channel, so several deployments can share a server.
+    pub key_prefix: String,
+    pub connect_timeout: Duration,
+    /// The longest any one call may take; past it the call has failed.
+    pub command_timeout: Duration,
+    /// How often the server is pinged to tell whether it is up.
+    pub health_interval: Duration,
+    /// How long, once Redis is down, the sessions this node holds in memory
+    /// keep being accepted before every request needing one fails closed.
+    pub session_fallback: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    /// Never prints the password (the URL's or the setting's).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url_password(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with any password replaced by `***`, for logs and errors.
+pub fn redact_url_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 impl StorageConfig {
@@ -224,6 +284,7 @@ impl StorageConfig {
             login_throttle_keys: 1000,
             flush_interval: Duration::from_millis(500),
             sweep_interval: Duration::from_secs(60),
+            backend: StorageBackend::Sled,
         }
     }
 }
@@ -1152,8 +1213,30 @@ fn storage_config(e: &mut Errors, raw: RawStorage) -> StorageConfig {
         login_throttle_keys,
         flush_interval,
         sweep_interval,
+        backend,
+        redis,
     } = raw;
+    let backend = match backend.as_deref() {
+        None | Some("sled") => {
+            if redis.is_some() {
+                e.push(
+                    "storage.redis",
+                    "is only read with storage.backend = \"redis\"",
+                );
+            }
+            StorageBackend::Sled
+        }
+        Some("redis") => StorageBackend::Redis(redis_config(e, redis.unwrap_or_default())),
+        Some(other) => {
+            e.push(
+                "storage.backend",
+                format!("{other:?} is not a backend (\"sled\" or \"redis\")"),
+            );
+            StorageBackend::Sled
+        }
+    };
     StorageConfig {
+        backend,
         path: match path {
             Some(p) if p.trim().is_empty() => {
                 e.push("storage.path", "must not be empty");
@@ -1183,6 +1266,58 @@ fn storage_config(e: &mut Errors, raw: RawStorage) -> StorageConfig {
             sweep_interval,
             Duration::from_secs(60),
         ),
+    }
+}
+
+fn redis_config(e: &mut Errors, raw: RawRedis) -> RedisConfig {
+    let RawRedis {
+        url,
+        password,
+        key_prefix,
+        connect_timeout,
+        command_timeout,
+        health_interval,
+        session_fallback,
+    } = raw;
+    let url = url.unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    if let Err(err) = redis::Client::open(url.as_str()) {
+        e.push(
+            "storage.redis.url",
+            format!(
+                "{}: {} (expected redis://host:port/db, rediss:// for TLS)",
+                redact_url_password(&url),
+                err.detail().unwrap_or("not a Redis URL")
+            ),
+        );
+    }
+    let key_prefix = key_prefix.unwrap_or_else(|| "portcullis:".into());
+    if key_prefix.contains(['{', '}']) {
+        // A brace would make a Redis Cluster hash tag of the prefix.
+        e.push("storage.redis.key_prefix", "must not contain { or }");
+    }
+    RedisConfig {
+        url,
+        password: password.filter(|p| !p.is_empty()),
+        key_prefix,
+        connect_timeout: positive(
+            e,
+            "storage.redis.connect_timeout",
+            connect_timeout,
+            Duration::from_millis(50),
+        ),
+        command_timeout: positive(
+            e,
+            "storage.redis.command_timeout",
+            command_timeout,
+            Duration::from_millis(50),
+        ),
+        health_interval: positive(
+            e,
+            "storage.redis.health_interval",
+            health_interval,
+            Duration::from_millis(500),
+        ),
+        session_fallback: session_fallback.map_or(Duration::from_secs(30), |d| d.0),
     }
 }
 

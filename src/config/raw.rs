@@ -181,6 +181,22 @@ pub struct RawStorage {
     pub login_throttle_keys: Option<usize>,
     pub flush_interval: Option<HumanDuration>,
     pub sweep_interval: Option<HumanDuration>,
+    pub backend: Option<String>,
+    pub redis: Option<RawRedis>,
+}
+
+/// `[storage.redis]`: the shared store of several nodes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: Option<String>,
+    /// Best set through `PORTCULLIS_STORAGE__REDIS__PASSWORD`.
+    pub password: Option<String>,
+    pub key_prefix: Option<String>,
+    pub connect_timeout: Option<HumanDuration>,
+    pub command_timeout: Option<HumanDuration>,
+    pub health_interval: Option<HumanDuration>,
+    pub session_fallback: Option<HumanDuration>,
 }
 
 /// `[log]`: the system and access log.

@@ -178,7 +178,7 @@ async fn run_phases(
     }
     let route = route(&runtime, req, &key, ctx)?;
     authenticate(req, route, config, state, ctx).await?;
-    rate_limit(req, route, state, ctx)?;
+    rate_limit(req, route, state, ctx).await?;
     ctx.probe = state.probes.is_probe(req);
     let answer = proxy::forward(
         client,
@@ -269,7 +269,7 @@ async fn authenticate(
 
 /// Applies the route's rate-limit policies, keeping every decision for the
 /// response headers and the access log.
-fn rate_limit(
+async fn rate_limit(
     req: &HttpRequest,
     route: &Route,
     state: &AppState,
@@ -289,7 +289,7 @@ fn rate_limit(
             .map(|(user, session)| (&**user, &**session)),
     };
     let mut outcome = ratelimit::Outcome::default();
-    let result = ratelimit::check(&state.counters, route, req, &who, &mut outcome);
+    let result = ratelimit::check(&state.counters, route, req, &who, &mut outcome).await;
     ctx.rate_limit = outcome;
     result
 }

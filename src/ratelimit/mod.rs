@@ -1,10 +1,12 @@
 //! Rate limiting with sliding-window counters: the pipeline phase that runs
 //! after authentication and before proxying, and the response headers it adds.
 
+mod shared;
 mod store;
 mod window;
 
 use std::fmt::{self, Write as _};
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::HttpRequest;
 
+pub use shared::SharedCounters;
 pub use store::{CounterStore, StoreError};
 pub use window::{Decision, WindowCounter};
 
@@ -21,21 +24,85 @@ use crate::error::GatewayError;
 use crate::storage::now_ms;
 
 /// Where decisions are made; a trait so tests and benchmarks can swap the store.
-pub trait Counters: Send + Sync {
+pub trait Counters {
     /// Admits and counts one request if `key` is under `limit` in `window`.
-    fn acquire(&self, key: &str, window: Duration, limit: u64) -> Result<Decision, StoreError>;
+    fn acquire(
+        &self,
+        key: &str,
+        window: Duration,
+        limit: u64,
+    ) -> impl Future<Output = Result<Decision, StoreError>>;
 
     /// Gives back one request counted by `acquire` in the current window.
-    fn release(&self, key: &str, window: Duration) -> Result<(), StoreError>;
+    fn release(&self, key: &str, window: Duration) -> impl Future<Output = Result<(), StoreError>>;
 }
 
 impl Counters for CounterStore {
-    fn acquire(&self, key: &str, window: Duration, limit: u64) -> Result<Decision, StoreError> {
-        CounterStore::acquire(self, key, window, limit)
+    fn acquire(
+        &self,
+        key: &str,
+        window: Duration,
+        limit: u64,
+    ) -> impl Future<Output = Result<Decision, StoreError>> {
+        std::future::ready(CounterStore::acquire(self, key, window, limit))
     }
 
-    fn release(&self, key: &str, window: Duration) -> Result<(), StoreError> {
-        CounterStore::release(self, key, window)
+    fn release(&self, key: &str, window: Duration) -> impl Future<Output = Result<(), StoreError>> {
+        std::future::ready(CounterStore::release(self, key, window))
+    }
+}
+
+/// The gateway's counters: this node's own, or shared through Redis
+/// (`storage.backend = "redis"`).
+pub enum Limiter {
+    Local(CounterStore),
+    Shared(SharedCounters),
+}
+
+impl Limiter {
+    /// This node's own counters (with Redis, the fallback ones).
+    pub fn local(&self) -> &CounterStore {
+        match self {
+            Limiter::Local(store) => store,
+            Limiter::Shared(shared) => shared.local(),
+        }
+    }
+
+    /// Forgets a key; true when it existed.
+    pub async fn reset(&self, key: &str) -> Result<bool, StoreError> {
+        match self {
+            Limiter::Local(store) => store.reset(key),
+            Limiter::Shared(shared) => shared.reset(key).await,
+        }
+    }
+
+    /// The `n` keys starting with `prefix` nearest their limit.
+    pub async fn busiest(&self, prefix: &str, n: usize) -> Result<Vec<(String, u64)>, StoreError> {
+        match self {
+            Limiter::Local(store) => Ok(store.busiest(prefix, n)),
+            Limiter::Shared(shared) => shared.busiest(prefix, n).await,
+        }
+    }
+}
+
+impl Counters for Limiter {
+    async fn acquire(
+        &self,
+        key: &str,
+        window: Duration,
+        limit: u64,
+    ) -> Result<Decision, StoreError> {
+        match self {
+            Limiter::Local(store) => store.acquire(key, window, limit),
+            Limiter::Shared(shared) => shared.acquire(key, window, limit).await,
+        }
+    }
+
+    async fn release(&self, key: &str, window: Duration) -> Result<(), StoreError> {
+        match self {
+            Limiter::Local(store) => store.release(key, window),
+            Limiter::Shared(shared) => shared.release(key, window).await,
+        }
     }
 }
 
@@ -100,46 +167,50 @@ pub struct Requester<'a> {
 
 /// Applies every policy of the route in order; every one must admit the
 /// request. A rejected request never reaches the upstream.
-pub fn check(
-    counters: &dyn Counters,
+pub async fn check(
+    counters: &impl Counters,
     route: &Route,
     req: &HttpRequest,
-    who: &Requester,
+    who: &Requester<'_>,
     outcome: &mut Outcome,
 ) -> Result<(), GatewayError> {
     let mut counted: Vec<(String, &RateLimitPolicy)> = Vec::new();
     for policy in &route.rate_limits {
         let key = counter_key(policy, route, req, who);
         let limit = policy.limit_for(who.principal.iter().flat_map(|(user, _)| user.roles.iter()));
-        match counters.acquire(&key, policy.window, limit) {
-            Ok(decision) => {
-                outcome.applied.push(Applied {
-                    policy: policy.clone(),
-                    decision,
-                });
-                if decision.allowed {
-                    counted.push((key, policy));
-                } else {
-                    // The request goes nowhere: the policies that admitted it
-                    // give their count back, as a lone policy never counts a rejection.
-                    for (key, policy) in &counted {
-                        let _ = counters.release(key, policy.window);
-                    }
-                    outcome.limited = true;
-                    return Err(GatewayError::RateLimited {
-                        limit,
-                        window: policy.window.as_secs().max(1),
-                        retry_after: decision.retry_after_ms.div_ceil(1000).max(1),
-                    });
-                }
-            }
-            Err(_) => {
+        let decision = match counters.acquire(&key, policy.window, limit).await {
+            Ok(decision) => decision,
+            Err(err) => {
                 outcome.store_errors.push(policy.name.clone());
                 if policy.fail == FailMode::Closed {
                     return Err(GatewayError::ServiceUnavailable);
                 }
+                // Open: this node's own counters decide, where there are any.
+                match err.fallback {
+                    Some(decision) => decision,
+                    None => continue,
+                }
             }
+        };
+        outcome.applied.push(Applied {
+            policy: policy.clone(),
+            decision,
+        });
+        if decision.allowed {
+            counted.push((key, policy));
+            continue;
         }
+        // The request goes nowhere: the policies that admitted it give
+        // their count back, as a lone policy never counts a rejection.
+        for (key, policy) in &counted {
+            let _ = counters.release(key, policy.window).await;
+        }
+        outcome.limited = true;
+        return Err(GatewayError::RateLimited {
+            limit,
+            window: policy.window.as_secs().max(1),
+            retry_after: decision.retry_after_ms.div_ceil(1000).max(1),
+        });
     }
     Ok(())
 }
@@ -254,17 +325,17 @@ mod tests {
 
     struct Failing;
     impl Counters for Failing {
-        fn acquire(&self, _: &str, _: Duration, _: u64) -> Result<Decision, StoreError> {
+        async fn acquire(&self, _: &str, _: Duration, _: u64) -> Result<Decision, StoreError> {
             Err(StoreError::for_tests())
         }
-        fn release(&self, _: &str, _: Duration) -> Result<(), StoreError> {
+        async fn release(&self, _: &str, _: Duration) -> Result<(), StoreError> {
             Err(StoreError::for_tests())
         }
     }
 
     struct Counting(AtomicU64);
     impl Counters for Counting {
-        fn acquire(&self, _: &str, _: Duration, limit: u64) -> Result<Decision, StoreError> {
+        async fn acquire(&self, _: &str, _: Duration, limit: u64) -> Result<Decision, StoreError> {
             let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
             Ok(Decision {
                 allowed: n <= limit,
@@ -274,7 +345,7 @@ mod tests {
                 reset_after_ms: 9000,
             })
         }
-        fn release(&self, _: &str, _: Duration) -> Result<(), StoreError> {
+        async fn release(&self, _: &str, _: Duration) -> Result<(), StoreError> {
             self.0.fetch_sub(1, Ordering::SeqCst);
             Ok(())
         }
@@ -318,12 +389,14 @@ mod tests {
         assert_eq!(key("::ffff:192.0.2.7", 32, 64), "192.0.2.7");
     }
 
-    #[test]
-    fn a_failing_store_follows_the_policy_fail_mode() {
+    #[actix_web::test]
+    async fn a_failing_store_follows_the_policy_fail_mode() {
         let req = TestRequest::default().to_http_request();
         let open = route(vec![policy("p", FailMode::Open, vec![KeyPart::Ip], 5)]);
         let mut outcome = Outcome::default();
-        assert!(check(&Failing, &open, &req, &anonymous(), &mut outcome).is_ok());
+        assert!(check(&Failing, &open, &req, &anonymous(), &mut outcome)
+            .await
+            .is_ok());
         assert_eq!(outcome.store_errors.len(), 1);
         let closed = route(vec![policy("p", FailMode::Closed, vec![KeyPart::Ip], 5)]);
         let err = check(
@@ -333,6 +406,7 @@ mod tests {
             &anonymous(),
             &mut Outcome::default(),
         )
+        .await
         .unwrap_err();
         assert_eq!(err, GatewayError::ServiceUnavailable);
     }
@@ -359,8 +433,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn headers_report_the_closest_policy_and_list_all() {
+    #[actix_web::test]
+    async fn headers_report_the_closest_policy_and_list_all() {
         let req = TestRequest::default().to_http_request();
         let counters = Counting(AtomicU64::new(0));
         let r = route(vec![
@@ -368,7 +442,9 @@ mod tests {
             policy("narrow", FailMode::Open, vec![KeyPart::Ip], 3),
         ]);
         let mut outcome = Outcome::default();
-        check(&counters, &r, &req, &anonymous(), &mut outcome).unwrap();
+        check(&counters, &r, &req, &anonymous(), &mut outcome)
+            .await
+            .unwrap();
         let mut headers = HeaderMap::new();
         outcome.write_headers(&mut headers);
         assert_eq!(headers.get("x-ratelimit-limit").unwrap(), "3");

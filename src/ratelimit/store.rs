@@ -62,13 +62,25 @@ pub struct CounterStore {
 
 /// The counter store could not be read or written.
 #[derive(Debug, thiserror::Error)]
-#[error("rate-limit counter store: {0}")]
-pub struct StoreError(String);
+#[error("rate-limit counter store: {reason}")]
+pub struct StoreError {
+    reason: String,
+    /// What this node's own counters decided instead, for `fail = "open"`
+    /// policies (shared counters only).
+    pub fallback: Option<Decision>,
+}
 
 impl StoreError {
+    pub fn new(reason: impl Into<String>) -> StoreError {
+        StoreError {
+            reason: reason.into(),
+            fallback: None,
+        }
+    }
+
     #[cfg(test)]
     pub fn for_tests() -> StoreError {
-        StoreError("injected failure".into())
+        StoreError::new("injected failure")
     }
 }
 
@@ -100,7 +112,7 @@ impl CounterStore {
             }
             let mut shard = store
                 .lock(&key)
-                .map_err(|e| sled::Error::Unsupported(e.0))?;
+                .map_err(|e| sled::Error::Unsupported(e.reason))?;
             if shard.entries.len() < store.shard_capacity {
                 shard.entries.insert(key, entry);
             }
@@ -111,7 +123,7 @@ impl CounterStore {
     fn lock(&self, key: &str) -> Result<MutexGuard<'_, Shard>, StoreError> {
         self.shards[self.hasher.hash_one(key) as usize % SHARDS]
             .lock()
-            .map_err(|_| StoreError("a counter shard is poisoned".into()))
+            .map_err(|_| StoreError::new("a counter shard is poisoned"))
     }
 
     /// Runs `f` on the key's entry, creating it (and making room for it) if needed.
@@ -212,7 +224,7 @@ impl CounterStore {
         let on_disk = self
             .tree
             .remove(key.as_bytes())
-            .map_err(|e| StoreError(e.to_string()))?
+            .map_err(|e| StoreError::new(e.to_string()))?
             .is_some();
         Ok(removed || on_disk)
     }
@@ -229,7 +241,7 @@ impl CounterStore {
             {
                 let mut shard = shard
                     .lock()
-                    .map_err(|_| StoreError("a counter shard is poisoned".into()))?;
+                    .map_err(|_| StoreError::new("a counter shard is poisoned"))?;
                 let Shard { entries, evicted } = &mut *shard;
                 // Removals first: a key evicted and counted again since must end up written.
                 removed += evicted.len();
@@ -256,7 +268,7 @@ impl CounterStore {
                     Some(value) => self.tree.insert(key, value.as_slice()).map(|_| ()),
                     None => self.tree.remove(key).map(|_| ()),
                 }
-                .map_err(|e| StoreError(e.to_string()))?;
+                .map_err(|e| StoreError::new(e.to_string()))?;
             }
         }
         Ok((written, removed))

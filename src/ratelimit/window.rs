@@ -72,12 +72,18 @@ impl WindowCounter {
 
     fn decide(&mut self, now: u64, window: u64, limit: u64, count: bool) -> Decision {
         self.roll(now, window);
-        let estimate = self.estimate(now, window);
-        let reset_after_ms = self.window_start + window - now;
-        let allowed = estimate + 1.0 <= limit as f64;
+        let allowed = self.estimate(now, window) + 1.0 <= limit as f64;
         if allowed && count {
             self.current += 1;
         }
+        self.report(now, window, limit, allowed)
+    }
+
+    /// The decision a counter standing as it does at `now` (rolled to the
+    /// window containing it, and counting the request if `allowed`) gives.
+    /// Shared counters decide in Redis and report here, the same way.
+    pub fn report(&self, now: u64, window: u64, limit: u64, allowed: bool) -> Decision {
+        let reset_after_ms = self.window_start + window - now;
         let used = self.estimate(now, window).ceil() as u64;
         Decision {
             allowed,

@@ -18,11 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use records::{
-    Records, RouteRecord, SessionRecord, UserRecord, CONSOLE_SESSIONS_TREE, SCHEMA_VERSION,
-    SESSIONS_TREE,
+    Records, RouteRecord, SessionRecord, Update, UserRecord, CONSOLE_SESSIONS_TREE, ROUTES_TREE,
+    SCHEMA_VERSION, SESSIONS_TREE, USERS_TREE,
 };
 
-use crate::config::StorageConfig;
+use crate::config::{StorageBackend, StorageConfig};
+use crate::shared::{Change, Shared};
 
 /// The current time in Unix milliseconds, the unit of every stored timestamp.
 pub fn now_ms() -> u64 {
@@ -40,6 +41,8 @@ pub enum StorageError {
     Open { path: String, source: io::Error },
     #[error("storage.path {path}: {source}")]
     Database { path: String, source: sled::Error },
+    #[error("{0}")]
+    Redis(String),
     #[error("storage.path {path}: the database was written by a newer Portcullis (schema version {found}; this version reads version {supported} and older). Run that newer version, or restore the backup taken before upgrading")]
     Newer {
         path: String,
@@ -56,6 +59,9 @@ const SCHEMA_KEY: &[u8] = b"\0schema_version";
 #[derive(Clone)]
 pub struct Storage {
     db: sled::Db,
+    /// With `storage.backend = "redis"`: where users, gateway sessions and
+    /// API routes live instead of sled.
+    shared: Option<Shared>,
     /// The first write failure, kept: sled does not recover from it while open.
     failure: Arc<Mutex<Option<String>>>,
 }
@@ -85,6 +91,7 @@ impl Storage {
         })?;
         Ok(Storage {
             db,
+            shared: None,
             failure: Arc::new(Mutex::new(None)),
         })
     }
@@ -137,19 +144,65 @@ impl Storage {
         })
     }
 
-    /// User accounts, keyed by username.
-    pub fn users(&self) -> sled::Result<Records<UserRecord>> {
-        Ok(Records::new(self.db.open_tree(records::USERS_TREE)?))
+    /// Opens the database and, with `storage.backend = "redis"`, connects
+    /// to the shared Redis, where users, sessions and routes then live.
+    pub fn open_with_backend(
+        config: &StorageConfig,
+        metrics: &crate::telemetry::Metrics,
+        logger: &slog::Logger,
+    ) -> Result<Storage, StorageError> {
+        let storage = Storage::open(config)?;
+        Ok(match &config.backend {
+            StorageBackend::Sled => storage,
+            StorageBackend::Redis(redis) => {
+                storage.share(Shared::connect(redis, metrics, logger).map_err(StorageError::Redis)?)
+            }
+        })
     }
 
-    /// Sessions in `tree` (the gateway's or the console's), keyed by session id.
+    /// Keeps users, gateway sessions and API routes in `shared` from now on.
+    pub fn share(mut self, shared: Shared) -> Storage {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The shared Redis, with `storage.backend = "redis"`.
+    pub fn shared(&self) -> Option<&Shared> {
+        self.shared.as_ref()
+    }
+
+    /// User accounts, keyed by username.
+    pub fn users(&self) -> sled::Result<Records<UserRecord>> {
+        self.records(USERS_TREE)
+    }
+
+    /// Sessions in `tree` (the gateway's or the console's), keyed by session
+    /// id. The console's stay in this node's sled, like its admin listener.
     pub fn sessions(&self, tree: &str) -> sled::Result<Records<SessionRecord>> {
-        Ok(Records::new(self.db.open_tree(tree)?))
+        self.records(tree)
     }
 
     /// Routes made through the admin API, keyed by route id.
     pub fn routes(&self) -> sled::Result<Records<RouteRecord>> {
-        Ok(Records::new(self.db.open_tree(records::ROUTES_TREE)?))
+        self.records(ROUTES_TREE)
+    }
+
+    /// The records kept in `tree`: in the shared Redis for users, gateway
+    /// sessions and API routes when there is one, else in this node's sled.
+    pub fn records<T>(&self, tree: &str) -> sled::Result<Records<T>>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let change: Option<fn(String) -> Change> = match tree {
+            USERS_TREE => Some(Change::User),
+            SESSIONS_TREE => Some(Change::Session),
+            ROUTES_TREE => Some(Change::Route),
+            _ => None,
+        };
+        Ok(match (&self.shared, change) {
+            (Some(shared), Some(change)) => Records::shared(shared, tree, change),
+            _ => Records::new(self.db.open_tree(tree)?),
+        })
     }
 
     /// The underlying database, for the storage modules that own its trees.

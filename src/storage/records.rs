@@ -1,8 +1,12 @@
 //! Users and sessions as stored in sled: one tree each, JSON values carrying
 //! a schema version so later releases can migrate them.
 
+use std::sync::{Arc, LazyLock};
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::shared::{Change, Shared};
 
 /// The schema version written with every record.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -82,69 +86,304 @@ pub struct SessionRecord {
     pub user_agent: Option<String>,
 }
 
-/// A typed view of one sled tree holding JSON records keyed by name or id.
+/// A typed view of one kind of record: a sled tree, or, with
+/// `storage.backend = "redis"`, a Redis hash shared by every node (whose
+/// every write also goes on the change feed, in the same atomic step).
 #[derive(Clone)]
 pub struct Records<T> {
-    tree: sled::Tree,
+    place: Place,
     _type: std::marker::PhantomData<fn() -> T>,
 }
+
+#[derive(Clone)]
+enum Place {
+    Sled(sled::Tree),
+    Redis(SharedHash),
+}
+
+/// A Redis hash of records, and how its changes are announced.
+#[derive(Clone)]
+struct SharedHash {
+    shared: Shared,
+    hash: Arc<str>,
+    change: fn(String) -> Change,
+}
+
+/// What [`Records::update`] does with the record it read.
+pub enum Update<T> {
+    Keep,
+    Put(T),
+    Delete,
+}
+
+/// Changes a record only if it still holds what was read (the empty
+/// string standing for none), and announces the change on the feed.
+static COMPARE_AND_SET: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local held = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if held ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'c', ARGV[4], 'n', ARGV[6])
+return 1
+",
+    )
+});
+
+/// Records read per `HSCAN` step: each step is one bounded call.
+const SCAN_STEP: usize = 512;
 
 impl<T: Serialize + DeserializeOwned> Records<T> {
     pub(super) fn new(tree: sled::Tree) -> Self {
         Records {
-            tree,
+            place: Place::Sled(tree),
+            _type: std::marker::PhantomData,
+        }
+    }
+
+    pub(super) fn shared(shared: &Shared, kind: &str, change: fn(String) -> Change) -> Self {
+        Records {
+            place: Place::Redis(SharedHash {
+                shared: shared.clone(),
+                hash: shared.keys().records(kind).into(),
+                change,
+            }),
             _type: std::marker::PhantomData,
         }
     }
 
     pub fn get(&self, key: &str) -> sled::Result<Option<T>> {
-        Ok(self
-            .tree
-            .get(key.as_bytes())?
-            .and_then(|bytes| decode(&bytes)))
+        Ok(self.get_raw(key)?.and_then(|bytes| decode(&bytes)))
+    }
+
+    fn get_raw(&self, key: &str) -> sled::Result<Option<Vec<u8>>> {
+        match &self.place {
+            Place::Sled(tree) => Ok(tree.get(key.as_bytes())?.map(|bytes| bytes.to_vec())),
+            Place::Redis(hash) => {
+                let (name, key) = (hash.hash.clone(), key.to_owned());
+                Ok(hash
+                    .shared
+                    .call_blocking("record", move |mut conn| async move {
+                        redis::cmd("HGET")
+                            .arg(&*name)
+                            .arg(key)
+                            .query_async::<Option<Vec<u8>>>(&mut conn)
+                            .await
+                    })?)
+            }
+        }
     }
 
     pub fn put(&self, key: &str, record: &T) -> sled::Result<()> {
-        let bytes =
-            serde_json::to_vec(record).map_err(|e| sled::Error::Unsupported(e.to_string()))?;
-        self.tree.insert(key.as_bytes(), bytes)?;
+        let bytes = encode(record)?;
+        match &self.place {
+            Place::Sled(tree) => {
+                tree.insert(key.as_bytes(), bytes)?;
+            }
+            Place::Redis(hash) => {
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .cmd("HSET")
+                    .arg(&*hash.hash)
+                    .arg(key)
+                    .arg(bytes)
+                    .ignore();
+                hash.announce(&mut pipe, key);
+                hash.run(pipe)?;
+            }
+        }
         Ok(())
     }
 
     /// Removes a record; true when it existed.
     pub fn delete(&self, key: &str) -> sled::Result<bool> {
-        Ok(self.tree.remove(key.as_bytes())?.is_some())
+        match &self.place {
+            Place::Sled(tree) => Ok(tree.remove(key.as_bytes())?.is_some()),
+            Place::Redis(_) => {
+                let mut existed = false;
+                self.update(key, |_| {
+                    existed = true;
+                    Update::Delete
+                })?;
+                Ok(existed)
+            }
+        }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.tree.is_empty()
+    /// Reads a record and writes what `change` makes of it, only if nobody
+    /// changed it in between (else reads it again), so concurrent changes,
+    /// on this node or another, never undo each other. Returns the record
+    /// written, if any; a missing record is never created.
+    pub fn update(
+        &self,
+        key: &str,
+        mut change: impl FnMut(T) -> Update<T>,
+    ) -> sled::Result<Option<T>> {
+        loop {
+            let Some(held) = self.get_raw(key)? else {
+                return Ok(None);
+            };
+            let Some(record) = decode::<T>(&held) else {
+                return Ok(None);
+            };
+            let (new, written) = match change(record) {
+                Update::Keep => return Ok(None),
+                Update::Put(record) => (Some(encode(&record)?), Some(record)),
+                Update::Delete => (None, None),
+            };
+            if self.swap(key, Some(held), new)? {
+                return Ok(written);
+            }
+        }
+    }
+
+    /// Stores a record only if there is none under `key` yet (on any
+    /// node); false when there was one.
+    pub fn create(&self, key: &str, record: &T) -> sled::Result<bool> {
+        self.swap(key, None, Some(encode(record)?))
+    }
+
+    /// Replaces `held` (`None`: no record) with `new` (`None`: removes it)
+    /// if it is still there.
+    fn swap(&self, key: &str, held: Option<Vec<u8>>, new: Option<Vec<u8>>) -> sled::Result<bool> {
+        match &self.place {
+            Place::Sled(tree) => Ok(tree.compare_and_swap(key.as_bytes(), held, new)?.is_ok()),
+            Place::Redis(hash) => {
+                let name = hash.hash.clone();
+                let feed = hash.shared.keys().changes().to_owned();
+                let (key, change) = (key.to_owned(), hash.change_of(key));
+                let (held, new) = (held.unwrap_or_default(), new.unwrap_or_default());
+                let node = hash.shared.node().to_owned();
+                Ok(hash
+                    .shared
+                    .call_blocking("record", move |mut conn| async move {
+                        COMPARE_AND_SET
+                            .key(&*name)
+                            .key(feed)
+                            .arg(key)
+                            .arg(held)
+                            .arg(new)
+                            .arg(change)
+                            .arg(crate::shared::feed::KEPT)
+                            .arg(node)
+                            .invoke_async::<bool>(&mut conn)
+                            .await
+                    })?)
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> sled::Result<bool> {
+        match &self.place {
+            Place::Sled(tree) => Ok(tree.is_empty()),
+            Place::Redis(hash) => {
+                let name = hash.hash.clone();
+                let len: u64 = hash
+                    .shared
+                    .call_blocking("record", move |mut conn| async move {
+                        redis::cmd("HLEN").arg(&*name).query_async(&mut conn).await
+                    })?;
+                Ok(len == 0)
+            }
+        }
     }
 
     /// Every readable record. Unreadable ones (from a newer schema) are skipped.
     pub fn all(&self) -> sled::Result<Vec<T>> {
-        let mut out = Vec::new();
-        for item in self.tree.iter() {
-            let (_, bytes) = item?;
-            out.extend(decode(&bytes));
-        }
-        Ok(out)
+        self.iter().collect()
     }
 
     /// Every readable record, one at a time.
-    pub fn iter(&self) -> impl Iterator<Item = sled::Result<T>> + '_ {
-        self.tree
-            .iter()
-            .filter_map(|item| item.map(|(_, bytes)| decode(&bytes)).transpose())
+    pub fn iter(&self) -> Box<dyn Iterator<Item = sled::Result<T>> + '_> {
+        match &self.place {
+            Place::Sled(tree) => Box::new(
+                tree.iter()
+                    .filter_map(|item| item.map(|(_, bytes)| decode(&bytes)).transpose()),
+            ),
+            Place::Redis(hash) => match hash.scan() {
+                Ok(values) => Box::new(
+                    values
+                        .into_iter()
+                        .filter_map(|bytes| decode(&bytes).map(Ok)),
+                ),
+                Err(err) => Box::new(std::iter::once(Err(err))),
+            },
+        }
     }
 
     /// Applies several removals at once.
     pub fn delete_many<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> sled::Result<()> {
-        let mut batch = sled::Batch::default();
-        for key in keys {
-            batch.remove(key.as_bytes());
+        match &self.place {
+            Place::Sled(tree) => {
+                let mut batch = sled::Batch::default();
+                for key in keys {
+                    batch.remove(key.as_bytes());
+                }
+                tree.apply_batch(batch)
+            }
+            Place::Redis(hash) => {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                for key in keys {
+                    pipe.cmd("HDEL").arg(&*hash.hash).arg(key).ignore();
+                    hash.announce(&mut pipe, key);
+                }
+                hash.run(pipe)
+            }
         }
-        self.tree.apply_batch(batch)
     }
+}
+
+impl SharedHash {
+    fn change_of(&self, key: &str) -> String {
+        (self.change)(key.to_owned()).encode()
+    }
+
+    fn announce(&self, pipe: &mut redis::Pipeline, key: &str) {
+        self.shared.announce(pipe, &(self.change)(key.to_owned()));
+    }
+
+    fn run(&self, pipe: redis::Pipeline) -> sled::Result<()> {
+        Ok(self
+            .shared
+            .call_blocking("record", move |mut conn| async move {
+                pipe.query_async::<()>(&mut conn).await
+            })?)
+    }
+
+    /// Every value of the hash, a bounded step at a time.
+    fn scan(&self) -> sled::Result<Vec<Vec<u8>>> {
+        let mut values = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let name = self.hash.clone();
+            let (next, page): (u64, Vec<Vec<u8>>) =
+                self.shared
+                    .call_blocking("scan", move |mut conn| async move {
+                        redis::cmd("HSCAN")
+                            .arg(&*name)
+                            .arg(cursor)
+                            .arg("COUNT")
+                            .arg(SCAN_STEP)
+                            .query_async(&mut conn)
+                            .await
+                    })?;
+            // Field, value, field, value…
+            values.extend(page.into_iter().skip(1).step_by(2));
+            if next == 0 {
+                return Ok(values);
+            }
+            cursor = next;
+        }
+    }
+}
+
+fn encode<T: Serialize>(record: &T) -> sled::Result<Vec<u8>> {
+    serde_json::to_vec(record).map_err(|e| sled::Error::Unsupported(e.to_string()))
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {

@@ -39,6 +39,9 @@ pub struct Metrics {
     pub upstream_breaker_open: IntGaugeVec,
     pub tunnels_open: IntGauge,
     pub tunnels_closed: IntCounterVec,
+    pub redis_up: IntGauge,
+    pub redis_errors: IntCounterVec,
+    pub redis_call_duration: HistogramVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -245,6 +248,30 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let redis_up = IntGauge::new(
+            "redis_up",
+            "1 while the shared Redis answers (storage.backend = \"redis\"), else 0",
+        )
+        .expect("valid metric");
+        let redis_errors = IntCounterVec::new(
+            Opts::new(
+                "redis_errors_total",
+                "Redis calls that failed or timed out, by what they were for",
+            ),
+            &["call"],
+        )
+        .expect("valid metric");
+        let redis_call_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "redis_call_duration_seconds",
+                "Round trips to the shared Redis, by what they were for",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            ]),
+            &["call"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -275,6 +302,9 @@ impl Metrics {
             Box::new(upstream_breaker_open.clone()),
             Box::new(tunnels_open.clone()),
             Box::new(tunnels_closed.clone()),
+            Box::new(redis_up.clone()),
+            Box::new(redis_errors.clone()),
+            Box::new(redis_call_duration.clone()),
         ] {
             registry
                 .register(collector)
@@ -317,6 +347,9 @@ impl Metrics {
             upstream_breaker_open,
             tunnels_open,
             tunnels_closed,
+            redis_up,
+            redis_errors,
+            redis_call_duration,
         }
     }
 

@@ -6,6 +6,7 @@ pub mod dns;
 pub mod gateway;
 pub mod http;
 pub mod recorder;
+pub mod redis;
 pub mod tls;
 pub mod upstream;
 pub mod websocket;

@@ -177,6 +177,67 @@ fn check_lists_every_problem_with_its_key_path() {
 }
 
 #[test]
+fn check_validates_the_redis_backend_and_never_shows_its_password() {
+    let bad = Setup::bare()
+        .server("listen = \"127.0.0.1:18080\"")
+        .storage("backend = \"redis\"")
+        .raw("[storage.redis]\nurl = \"http://u:hunter2-secret@x\"\nkey_prefix = \"{p}\"\ncommand_timeout = \"0s\"\n");
+    let (output, _dir) = check(&bad, &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let said = |output: &Output| {
+        format!(
+            "{}{}",
+            stdout(output),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    let first = said(&output);
+    for problem in [
+        "storage.redis.url: http://u:***@x",
+        "storage.redis.key_prefix: must not contain { or }",
+        "storage.redis.command_timeout: must be greater than zero",
+    ] {
+        assert!(
+            first.contains(problem),
+            "{problem:?} missing from:\n{first}"
+        );
+    }
+    assert!(!first.contains("hunter2-secret"), "{first}");
+
+    let (output, _dir) = check(
+        &Setup::bare()
+            .storage("backend = \"memcached\"")
+            .raw("[storage.redis]\nurl = \"redis://x\"\n"),
+        &[],
+    );
+    assert!(said(&output).contains("storage.backend: \"memcached\" is not a backend"));
+
+    let (output, _dir) = check(
+        &Setup::bare().raw("[storage.redis]\nurl = \"redis://x\"\n"),
+        &[],
+    );
+    let expected = "storage.redis: is only read with storage.backend = \"redis\"";
+    assert!(said(&output).contains(expected), "{}", said(&output));
+
+    let (output, _dir) = check(
+        &Setup::bare().raw("[storage]\nbackend = \"redis\"\n[storage.redis]\nsentinels = 1\n"),
+        &[],
+    );
+    let expected = "storage.redis.sentinels: unknown key";
+    assert!(said(&output).contains(expected), "{}", said(&output));
+
+    let good = Setup::bare()
+        .server("listen = \"127.0.0.1:18080\"")
+        .storage("backend = \"redis\"")
+        .raw("[storage.redis]\nurl = \"rediss://portcullis@redis.internal:6380/2\"\n");
+    let (output, _dir) = check(
+        &good,
+        &[("PORTCULLIS_STORAGE__REDIS__PASSWORD", "env-secret-1")],
+    );
+    assert!(output.status.success(), "{}", stdout(&output));
+}
+
+#[test]
 fn check_keeps_route_indices_after_a_route_that_fails_to_parse() {
     let setup = Setup::bare()
         .route(route("a", "/a/*", "http://127.0.0.1:9000").extra("timeout = \"soon\""))

@@ -13,29 +13,28 @@ use crate::state::AppState;
 
 /// Every policy with its busiest keys right now.
 pub async fn list(state: web::Data<AppState>) -> HttpResponse {
-    let runtime = state.runtime.load();
-    let policies: Vec<_> = runtime
-        .config
-        .rate_limits
-        .iter()
-        .map(|policy| {
-            let prefix = format!("{}|", policy.name);
-            let busiest: Vec<_> = state
-                .counters
-                .busiest(&prefix, 10)
-                .into_iter()
-                .map(|(key, count)| json!({"key": &key[prefix.len()..], "count": count}))
-                .collect();
-            json!({
+    let runtime = state.runtime.load_full();
+    let mut policies = Vec::new();
+    for policy in &runtime.config.rate_limits {
+        let prefix = format!("{}|", policy.name);
+        // Unreadable shared counters show as none: the page still lists the policies.
+        let busiest: Vec<_> = state
+            .counters
+            .busiest(&prefix, 10)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, count)| json!({"key": &key[prefix.len()..], "count": count}))
+            .collect();
+        policies.push(json!({
                 "name": &*policy.name,
                 "limit": policy.limit,
                 "window_seconds": policy.window.as_secs_f64(),
                 "fail": format!("{:?}", policy.fail).to_lowercase(),
                 "roles": policy.roles.iter().cloned().collect::<BTreeMap<_, _>>(),
                 "busiest": busiest,
-            })
-        })
-        .collect();
+        }));
+    }
     HttpResponse::Ok().json(policies)
 }
 
@@ -46,7 +45,7 @@ pub async fn reset(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, GatewayError> {
     let (policy, key) = path.into_inner();
-    let result = match state.counters.reset(&format!("{policy}|{key}")) {
+    let result = match state.counters.reset(&format!("{policy}|{key}")).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(GatewayError::NoSuchResource(format!(
             "no counter for key {key:?} of policy {policy:?}"
@@ -71,6 +70,8 @@ pub async fn list_login_throttle(state: web::Data<AppState>) -> HttpResponse {
         .auth
         .throttle
         .busiest(100)
+        .await
+        .unwrap_or_default()
         .into_iter()
         .filter_map(|(key, failures)| {
             let (kind, value) = key.split_once('|')?;
@@ -102,7 +103,7 @@ pub async fn reset_login_throttle(
             "{kind:?} is not user or address"
         )));
     }
-    let result = match state.auth.throttle.reset(&format!("{kind}|{value}")) {
+    let result = match state.auth.throttle.reset(&format!("{kind}|{value}")).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(GatewayError::NoSuchResource(format!(
             "no failed logins counted for {kind} {value:?}"

@@ -1,0 +1,178 @@
+//! The change feed: a Redis stream that every write to shared records
+//! appends to, in the same atomic step as the write, and that every node
+//! tails with a blocking `XREAD`.
+//!
+//! A node holds users, routes and its active sessions in memory. When
+//! another node changes one, the entry on the feed tells this node to drop
+//! or reload its copy, one round trip after the write. A stream rather
+//! than pub/sub because a reader continues from the last entry it read:
+//! and whenever the tail had to reconnect, the node resynchronises
+//! everything anyway, since it cannot know what it missed while away.
+
+use std::time::Duration;
+
+use redis::streams::StreamReadReply;
+use redis::AsyncConnectionConfig;
+use tokio::sync::mpsc;
+
+use super::Shared;
+use crate::config::RedisConfig;
+
+/// How long one `XREAD` waits for entries before asking again.
+const BLOCK: Duration = Duration::from_secs(1);
+/// Entries kept on the feed; a node that is connected reads them in
+/// milliseconds, so only a node that is away falls behind, and that node
+/// resynchronises whatever the feed still holds.
+pub const KEPT: usize = 10_000;
+
+/// Something another node (or this one) changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A session was rotated, revoked, touched or removed.
+    Session(String),
+    /// A user was created, changed or deleted.
+    User(String),
+    /// An API route was created, changed or deleted.
+    Route(String),
+    /// The feed was interrupted: anything may have changed.
+    Resync,
+}
+
+impl Change {
+    /// How the change is written on the feed.
+    pub fn encode(&self) -> String {
+        match self {
+            Change::Session(id) => format!("session:{id}"),
+            Change::User(name) => format!("user:{name}"),
+            Change::Route(id) => format!("route:{id}"),
+            Change::Resync => "resync:".to_owned(),
+        }
+    }
+
+    fn decode(text: &str) -> Option<Change> {
+        let (kind, name) = text.split_once(':')?;
+        Some(match kind {
+            "session" => Change::Session(name.to_owned()),
+            "user" => Change::User(name.to_owned()),
+            "route" => Change::Route(name.to_owned()),
+            "resync" => Change::Resync,
+            _ => return None,
+        })
+    }
+}
+
+/// Adds the feed entry for `change`, made by `node`, to `pipe` (which
+/// should be atomic with the write it reports).
+pub fn append(pipe: &mut redis::Pipeline, feed: &str, node: &str, change: &Change) {
+    pipe.cmd("XADD")
+        .arg(feed)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(KEPT)
+        .arg("*")
+        .arg("c")
+        .arg(change.encode())
+        .arg("n")
+        .arg(node)
+        .ignore();
+}
+
+/// Tails the feed for ever, handing each change other nodes made to
+/// `changes`; after any interruption (and at the start) hands a
+/// [`Change::Resync`] first.
+pub(super) async fn tail(
+    shared: Shared,
+    client: redis::Client,
+    config: RedisConfig,
+    changes: mpsc::UnboundedSender<Change>,
+    logger: slog::Logger,
+) {
+    let key = shared.keys().changes().to_owned();
+    let settings = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(BLOCK + config.command_timeout));
+    loop {
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&settings)
+            .await;
+        let mut conn = match conn {
+            Ok(conn) => conn,
+            Err(_) => {
+                tokio::time::sleep(config.health_interval).await;
+                continue;
+            }
+        };
+        let newest: redis::RedisResult<redis::streams::StreamRangeReply> = redis::cmd("XREVRANGE")
+            .arg(&key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await;
+        let Ok(newest) = newest else {
+            tokio::time::sleep(config.health_interval).await;
+            continue;
+        };
+        let mut last = newest
+            .ids
+            .first()
+            .map_or_else(|| "0-0".to_owned(), |entry| entry.id.clone());
+        if changes.send(Change::Resync).is_err() {
+            return;
+        }
+        loop {
+            let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1000)
+                .arg("BLOCK")
+                .arg(BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(&last)
+                .query_async(&mut conn)
+                .await;
+            let reply = match read {
+                Ok(reply) => reply,
+                Err(err) => {
+                    slog::debug!(logger, "the change feed was interrupted; reconnecting";
+                        "error" => super::describe(&err));
+                    break;
+                }
+            };
+            for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                // This node's own changes are in its memory already.
+                let mine = entry.get::<String>("n").as_deref() == Some(shared.node());
+                let change = entry
+                    .get::<String>("c")
+                    .filter(|_| !mine)
+                    .as_deref()
+                    .and_then(Change::decode);
+                last = entry.id;
+                if let Some(change) = change {
+                    if changes.send(change).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_survive_the_feed() {
+        for change in [
+            Change::Session("abc".into()),
+            Change::User("a:b@c".into()),
+            Change::Route("r1".into()),
+            Change::Resync,
+        ] {
+            assert_eq!(Change::decode(&change.encode()), Some(change));
+        }
+        assert_eq!(Change::decode("nonsense"), None);
+    }
+}
