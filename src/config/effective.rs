@@ -100,6 +100,7 @@ impl Config {
                         "command_timeout": duration(r.command_timeout),
                         "health_interval": duration(r.health_interval),
                         "session_fallback": duration(r.session_fallback),
+                        "tls_ca_file": r.tls_ca_file.as_ref().map(|p| p.display().to_string()),
                     }),
                 },
             },

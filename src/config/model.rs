@@ -239,6 +239,8 @@ pub struct RedisConfig {
     /// How long, once Redis is down, the sessions this node holds in memory
     /// keep being accepted before every request needing one fails closed.
     pub session_fallback: Duration,
+    /// PEM certificates to trust for `rediss://` instead of the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -1278,6 +1280,7 @@ fn redis_config(e: &mut Errors, raw: RawRedis) -> RedisConfig {
         command_timeout,
         health_interval,
         session_fallback,
+        tls_ca_file,
     } = raw;
     let url = url.unwrap_or_else(|| "redis://127.0.0.1:6379".into());
     if let Err(err) = redis::Client::open(url.as_str()) {
@@ -1318,6 +1321,7 @@ fn redis_config(e: &mut Errors, raw: RawRedis) -> RedisConfig {
             Duration::from_millis(500),
         ),
         session_fallback: session_fallback.map_or(Duration::from_secs(30), |d| d.0),
+        tls_ca_file: tls_ca_file.map(PathBuf::from),
     }
 }
 

@@ -197,6 +197,7 @@ pub struct RawRedis {
     pub command_timeout: Option<HumanDuration>,
     pub health_interval: Option<HumanDuration>,
     pub session_fallback: Option<HumanDuration>,
+    pub tls_ca_file: Option<String>,
 }
 
 /// `[log]`: the system and access log.

@@ -297,7 +297,18 @@ fn client(config: &RedisConfig) -> Result<redis::Client, String> {
         let settings = info.redis_settings().clone().set_password(password);
         info = info.set_redis_settings(settings);
     }
-    redis::Client::open(info).map_err(invalid)
+    match &config.tls_ca_file {
+        None => redis::Client::open(info).map_err(invalid),
+        Some(path) => {
+            let root_cert = std::fs::read(path)
+                .map_err(|err| format!("storage.redis.tls_ca_file {}: {err}", path.display()))?;
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            };
+            redis::Client::build_with_tls(info, certificates).map_err(invalid)
+        }
+    }
 }
 
 /// The thread that owns the connection.

@@ -19,6 +19,8 @@ pub struct Redis {
     /// `appendonly yes` with `appendfsync always`: every acknowledged write
     /// survives a restart.
     persistent: bool,
+    /// Serves TLS only, with this certificate and key (PEM files).
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Redis {
@@ -32,12 +34,29 @@ impl Redis {
         Redis::launch(true)
     }
 
+    /// A Redis that speaks only TLS, with `cert` for `localhost`.
+    pub fn tls(cert: &super::tls::TestCert) -> Redis {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let files = cert.write(dir.path());
+        Redis::launch_in(dir, false, Some(files))
+    }
+
     fn launch(persistent: bool) -> Redis {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Redis::launch_in(dir, persistent, None)
+    }
+
+    fn launch_in(
+        dir: tempfile::TempDir,
+        persistent: bool,
+        tls: Option<(PathBuf, PathBuf)>,
+    ) -> Redis {
         let mut redis = Redis {
             child: None,
             addr: free_port(),
-            dir: tempfile::tempdir().expect("a temporary directory"),
+            dir,
             persistent,
+            tls,
         };
         redis.spawn();
         redis
@@ -47,8 +66,24 @@ impl Redis {
         let port = self.addr.port().to_string();
         let dir: PathBuf = self.dir.path().into();
         let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some((cert, key)) => command
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
         command
-            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .arg("--dir")
             .arg(&dir)
             .args(["--maxmemory-policy", "noeviction"]);
@@ -74,10 +109,18 @@ impl Redis {
         }
     }
 
-    /// Whether the server answers `PING`.
+    /// Whether the server answers `PING` (over TLS: accepts connections).
     pub fn answers(&self) -> bool {
+        if self.tls.is_some() {
+            return TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok();
+        }
         self.command("PING")
             .is_some_and(|reply| reply.starts_with("+PONG"))
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
     }
 
     /// Sends one inline command; the raw reply, if any came within a second.

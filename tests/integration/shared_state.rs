@@ -463,3 +463,33 @@ async fn an_acl_user_with_its_password_from_the_environment_is_enough() {
     assert!(!failed.stderr.contains("in-url-pass"), "{}", failed.stderr);
     assert!(failed.stderr.contains("***"), "{}", failed.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rediss_checks_the_servers_certificate() {
+    let cert = crate::common::tls::self_signed();
+    let redis = Redis::tls(&cert);
+    let echo = Echo::start();
+    let setup = |ca: &str| {
+        setup()
+            .storage("backend = \"redis\"")
+            .raw(&format!(
+                "[storage.redis]\nurl = \"rediss://localhost:{}\"\ncommand_timeout = \"500ms\"\nconnect_timeout = \"500ms\"\n{ca}",
+                redis.port()
+            ))
+            .route(route("private", "/p/*", &echo.url()).authenticated())
+    };
+    // Trusted through tls_ca_file: works.
+    let launch = Launch::new(setup("tls_ca_file = \"$DIR/ca.pem\"\n"));
+    std::fs::write(launch.dir().join("ca.pem"), &cert.cert_pem).unwrap();
+    let gateway = launch.start();
+    add_user(&gateway, "alice", &[], &[]).await;
+    let token = login_token(&gateway, "alice").await;
+    assert_eq!(status(&gateway, "/p/x", &token).await, 200);
+    // Not trusted (the system's roots): the node refuses to start.
+    let failed = Launch::new(setup("")).expect_failure();
+    assert!(
+        failed.stderr.contains("cannot reach Redis"),
+        "{}",
+        failed.stderr
+    );
+}
