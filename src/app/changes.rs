@@ -27,6 +27,9 @@ pub(super) async fn follow(state: web::Data<AppState>, mut changes: UnboundedRec
         slog::debug!(state.logging.logger, "changes from other nodes"; "changes" => format!("{pending:?}"));
         if pending.contains(&Change::Resync) {
             pending = vec![Change::Resync];
+        } else {
+            // Forgetting sessions cannot fail: do it before anything that can.
+            pending.sort_by_key(|change| !matches!(change, Change::Session(_)));
         }
         match apply(&state, &pending).await {
             Ok(()) => {

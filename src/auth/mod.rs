@@ -303,13 +303,20 @@ impl Auth {
         token: &str,
         config: &SessionConfig,
     ) -> Result<Principal, Rejection> {
-        if let (Some(fallback), Some(shared)) = (self.session_fallback, self.storage.shared()) {
-            // Past the fallback, what this node holds may have been revoked elsewhere.
-            if shared.down_for().is_some_and(|down| down > fallback) {
-                return Err(Rejection::Unavailable);
-            }
+        if self.past_fallback() {
+            return Err(Rejection::Unavailable);
         }
         self.validate(&self.sessions, token, config.into()).await
+    }
+
+    /// Whether the shared Redis has been out of reach for longer than
+    /// `storage.redis.session_fallback`: from then on what this node holds
+    /// may have been revoked elsewhere, so sessions fail closed.
+    fn past_fallback(&self) -> bool {
+        match (self.session_fallback, self.storage.shared()) {
+            (Some(fallback), Some(shared)) => shared.down_for().is_some_and(|down| down > fallback),
+            _ => false,
+        }
     }
 
     /// Whether the store of users and sessions takes writes: always for
@@ -396,7 +403,7 @@ impl Auth {
     /// under its tunnel. A storage error keeps it (the next check tries again).
     pub fn still_valid(&self, session: &Session, config: &SessionConfig) -> bool {
         let now = now_ms();
-        if session.revoked_at().is_some() || now >= session.expires_at {
+        if session.revoked_at().is_some() || now >= session.expires_at || self.past_fallback() {
             return false;
         }
         let current = match self.sessions.find(&session.id) {
@@ -719,10 +726,10 @@ impl Auth {
     async fn remember_user(&self, record: UserRecord) -> Result<Arc<User>, AccountError> {
         self.storage.flush_async().await?;
         let user = Arc::new(User::from_record(record));
-        self.users
-            .write()
-            .map_err(|_| poisoned())?
-            .insert(user.name.clone(), user.clone());
+        hold_user(
+            &mut *self.users.write().map_err(|_| poisoned())?,
+            user.clone(),
+        );
         Ok(user)
     }
 
@@ -771,19 +778,18 @@ impl Auth {
                 let stored = self.user_records.get(name)?;
                 let mut users = self.users.write().map_err(|_| poisoned_index())?;
                 match stored {
-                    Some(record) => {
-                        let user = Arc::new(User::from_record(record));
-                        users.insert(user.name.clone(), user);
-                    }
+                    Some(record) => hold_user(&mut users, Arc::new(User::from_record(record))),
                     None => {
                         users.remove(name.as_str());
                     }
                 }
             }
             Change::Resync => {
+                // Sessions first: they cannot fail, and a revocation missed
+                // must not wait on reading the users.
+                self.sessions.forget_all();
                 let users = self.load_users()?;
                 *self.users.write().map_err(|_| poisoned_index())? = users;
-                self.sessions.forget_all();
             }
             Change::Route(_) => {}
         }
@@ -800,6 +806,18 @@ impl Auth {
                 (user.name.clone(), user)
             })
             .collect())
+    }
+}
+
+/// Holds `user` in memory unless the copy held is newer: a read from the
+/// store may finish after a later change was already taken in. A user
+/// deleted and made again starts over (another creation time).
+fn hold_user(users: &mut HashMap<Arc<str>, Arc<User>>, user: Arc<User>) {
+    let newer_held = users.get(&user.name).is_some_and(|held| {
+        held.record.created_at == user.record.created_at && held.generation > user.generation
+    });
+    if !newer_held {
+        users.insert(user.name.clone(), user);
     }
 }
 

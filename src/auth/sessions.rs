@@ -236,6 +236,9 @@ fn is_over(now: u64, expires_at: u64, last_seen: u64, idle: Duration) -> bool {
     now >= expires_at || now >= last_seen + idle.as_millis() as u64
 }
 
+/// Reads of a session that another change overtook before it is held.
+const LOAD_TRIES: usize = 3;
+
 /// The sessions held in memory, by id.
 struct Cache {
     by_id: HashMap<Arc<str>, Arc<Session>>,
@@ -289,6 +292,9 @@ pub(super) struct SessionStore {
     /// Revocations in force in memory that could not be saved yet (id →
     /// when), applied to every copy read from sled until they are.
     unsaved: Mutex<HashMap<String, u64>>,
+    /// Rotations whose write failed: the record before, and the token hash
+    /// the client never received.
+    unconfirmed: Mutex<Vec<(SessionRecord, TokenHash)>>,
 }
 
 impl SessionStore {
@@ -306,6 +312,7 @@ impl SessionStore {
             dirty: Mutex::new(Vec::new()),
             live: AtomicI64::new(0),
             unsaved: Mutex::new(HashMap::new()),
+            unconfirmed: Mutex::new(Vec::new()),
         })
     }
 
@@ -315,7 +322,7 @@ impl SessionStore {
         if let Some(session) = self.read_cache().by_id.get(id) {
             return Ok(Some(session.clone()));
         }
-        loop {
+        for _ in 0..LOAD_TRIES {
             let Some(loaded) = self.load(id)? else {
                 return Ok(None);
             };
@@ -324,6 +331,9 @@ impl SessionStore {
             }
             // Changed while we read: read again.
         }
+        // Changes keep coming (a busy change feed): answer from a fresh
+        // read, without holding it.
+        Ok(self.load(id)?.map(|loaded| Arc::new(loaded.session)))
     }
 
     /// Reads a session from sled, noting the epoch it was read in.
@@ -409,6 +419,7 @@ impl SessionStore {
         });
         {
             let _writing = self.lock_writes();
+            let before = self.epoch.load(Ordering::Acquire);
             let written = self.records.update(&session.id, |stored| {
                 if stored.revoked_at.is_some() || !session.holds_token_of(&stored) {
                     return Update::Keep;
@@ -417,12 +428,30 @@ impl SessionStore {
                 // Another node may have seen the session since.
                 record.last_seen = record.last_seen.max(stored.last_seen);
                 Update::Put(record)
-            })?;
+            });
+            let written = match written {
+                Ok(written) => written,
+                Err(err) => {
+                    // The write may have landed with its answer lost (a
+                    // timeout): the client never gets the new token, so the
+                    // old one is put back once storage answers.
+                    self.lock_unconfirmed()
+                        .push((session.to_record(), rotated.token_hash));
+                    self.forget(&session.id);
+                    return Err(err);
+                }
+            };
             if written.is_none() {
                 return Ok(None);
             }
-            self.epoch.fetch_add(1, Ordering::Release);
-            self.write_cache().insert(rotated.clone());
+            let mut cache = self.write_cache();
+            if self.epoch.fetch_add(1, Ordering::AcqRel) == before {
+                cache.insert(rotated.clone());
+            } else {
+                // Something changed meanwhile (another node may have revoked
+                // the session): the next request reads it afresh.
+                cache.by_id.remove(&*session.id);
+            }
         }
         // Durable before the client sees it: a crash must not leave the
         // client holding a token nobody knows.
@@ -516,9 +545,34 @@ impl SessionStore {
         Ok(live)
     }
 
+    /// Puts back the token of rotations whose write failed, where it landed
+    /// after all; run by upkeep until storage answers.
+    fn undo_unconfirmed(&self) -> sled::Result<()> {
+        let waiting = std::mem::take(&mut *self.lock_unconfirmed());
+        for (index, (before, lost)) in waiting.iter().enumerate() {
+            let lost = token::to_hex(lost);
+            let undone = self.records.update(&before.id, |stored| {
+                if stored.token_hash != lost {
+                    return Update::Keep;
+                }
+                let mut back = before.clone();
+                back.last_seen = back.last_seen.max(stored.last_seen);
+                back.revoked_at = stored.revoked_at;
+                Update::Put(back)
+            });
+            if let Err(err) = undone {
+                self.lock_unconfirmed()
+                    .extend(waiting[index..].iter().cloned());
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
     /// Saves the revocations that storage refused earlier; run by upkeep.
     /// Returns how many are still waiting.
     pub fn save_unsaved(&self) -> sled::Result<usize> {
+        self.undo_unconfirmed()?;
         let waiting: Vec<(String, u64)> = self
             .lock_unsaved()
             .iter()
@@ -589,9 +643,10 @@ impl SessionStore {
                     .cloned(),
             );
         }
-        for chunk in pending.chunks(256) {
+        for session in &pending {
+            // Locked per record: a slow store never holds up logins for a whole batch.
             let _writing = self.lock_writes();
-            for session in chunk {
+            {
                 session
                     .persisted_last_seen
                     .fetch_max(session.last_seen(), Ordering::Relaxed);
@@ -613,30 +668,23 @@ impl SessionStore {
     pub fn sweep(&self, idle: Duration) -> sled::Result<()> {
         let now = now_ms();
         let expired = self.count_live(now, idle)?;
-        for chunk in expired.chunks(1024) {
+        for id in &expired {
+            // Locked per record: a slow store never holds up logins for long.
             let _writing = self.lock_writes();
-            let mut gone = Vec::new();
-            for id in chunk {
-                // Checked again under the lock with the freshest activity.
-                let mut expired = false;
-                self.records.update(id, |record| {
-                    expired = self
-                        .freshest(&record)
-                        .is_none_or(|s| s.is_expired(now, idle));
-                    if expired {
-                        Update::Delete
-                    } else {
-                        Update::Keep
-                    }
-                })?;
-                if expired {
-                    gone.push(id);
+            // Checked again under the lock with the freshest activity.
+            let mut gone = false;
+            self.records.update(id, |record| {
+                gone = self
+                    .freshest(&record)
+                    .is_none_or(|s| s.is_expired(now, idle));
+                if gone {
+                    Update::Delete
+                } else {
+                    Update::Keep
                 }
-            }
-            self.epoch.fetch_add(1, Ordering::Release);
-            let mut cache = self.write_cache();
-            for id in gone {
-                cache.by_id.remove(id.as_str());
+            })?;
+            if gone {
+                self.forget(id);
             }
         }
         Ok(())
@@ -697,6 +745,12 @@ impl SessionStore {
 
     fn lock_writes(&self) -> std::sync::MutexGuard<'_, ()> {
         self.writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_unconfirmed(&self) -> std::sync::MutexGuard<'_, Vec<(SessionRecord, TokenHash)>> {
+        self.unconfirmed
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -85,7 +85,7 @@ pub fn run(config_path: Option<PathBuf>, command: StorageCommand) -> ExitCode {
     match moved {
         Ok([users, sessions, routes]) => {
             println!(
-                "copied {users} users, {sessions} sessions and {routes} API routes from {from_name} to {into_name}"
+                "copied {users} users, {sessions} sessions and {routes} API routes from {from_name} to {into_name} (records it already held were kept as they are)"
             );
             ExitCode::SUCCESS
         }
@@ -96,7 +96,7 @@ pub fn run(config_path: Option<PathBuf>, command: StorageCommand) -> ExitCode {
     }
 }
 
-/// Copies every record of a kind; returns how many.
+/// Copies every record of a kind the target does not hold yet; returns how many.
 fn copy<T: Serialize + DeserializeOwned>(
     from: &Storage,
     into: &Storage,
@@ -108,8 +108,9 @@ fn copy<T: Serialize + DeserializeOwned>(
     let mut count = 0;
     for record in source.iter() {
         let record = record?;
-        target.put(key(&record), &record)?;
-        count += 1;
+        // Never over a record the target has: it may be newer (a revoked
+        // session, a changed password) on a store other nodes already use.
+        count += usize::from(target.create(key(&record), &record)?);
     }
     Ok(count)
 }

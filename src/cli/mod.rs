@@ -166,7 +166,8 @@ pub enum SessionCommand {
 #[derive(Debug, Subcommand)]
 pub enum StorageCommand {
     /// Copy users, sessions (still valid where they land: only token hashes
-    /// move) and API routes from one store to the other. The configuration
+    /// move) and API routes from one store to the other; a record the
+    /// target already holds is kept as it is. The configuration
     /// names both: `storage.path` and `[storage.redis]`, with
     /// `storage.backend = "redis"`. Rate-limit counts and the audit trail
     /// stay where they are.

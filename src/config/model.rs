@@ -255,8 +255,24 @@ impl std::fmt::Debug for RedisConfig {
     }
 }
 
-/// The URL with any password replaced by `***`, for logs and errors.
+/// The URL with any password replaced by `***`, for logs and errors: in
+/// the user information, or a `pass=` / `password=` query parameter (the
+/// form of Unix-socket URLs).
 pub fn redact_url_password(url: &str) -> String {
+    let url = match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name @ ("pass" | "password"), _)) => format!("{name}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => url.to_owned(),
+    };
+    let url = url.as_str();
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
@@ -1634,6 +1650,23 @@ pub(super) fn parse_method(text: &str) -> Result<Method, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_passwords_never_show() {
+        assert_eq!(
+            redact_url_password("redis://user:secret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(
+            redact_url_password("redis+unix:///run/redis.sock?db=1&pass=secret"),
+            "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
+        assert_eq!(redact_url_password("redis://host"), "redis://host");
+        assert_eq!(
+            redact_url_password("rediss://user@host"),
+            "rediss://user@host"
+        );
+    }
 
     #[test]
     fn upstream_urls_are_split_once() {

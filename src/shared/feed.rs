@@ -39,6 +39,15 @@ pub enum Change {
 }
 
 impl Change {
+    /// Sessions are skipped on the feed by the node that changed them: it
+    /// holds the new state already, and they change often (every write
+    /// behind of activity). Users and routes change rarely and are read
+    /// again everywhere, the writer included, so a write whose answer was
+    /// lost to a timeout is still taken in.
+    fn is_session(&self) -> bool {
+        matches!(self, Change::Session(_))
+    }
+
     /// How the change is written on the feed.
     pub fn encode(&self) -> String {
         match self {
@@ -121,6 +130,7 @@ pub(super) async fn tail(
         if changes.send(Change::Resync).is_err() {
             return;
         }
+        shared.mark(|h| h.following = true, "", &logger);
         loop {
             let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
                 .arg("COUNT")
@@ -135,19 +145,19 @@ pub(super) async fn tail(
             let reply = match read {
                 Ok(reply) => reply,
                 Err(err) => {
-                    slog::debug!(logger, "the change feed was interrupted; reconnecting";
-                        "error" => super::describe(&err));
+                    // Until it follows again, this node may miss a revocation.
+                    let why = format!("the change feed was interrupted: {}", super::describe(&err));
+                    shared.mark(|h| h.following = false, &why, &logger);
                     break;
                 }
             };
             for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-                // This node's own changes are in its memory already.
                 let mine = entry.get::<String>("n").as_deref() == Some(shared.node());
                 let change = entry
                     .get::<String>("c")
-                    .filter(|_| !mine)
                     .as_deref()
-                    .and_then(Change::decode);
+                    .and_then(Change::decode)
+                    .filter(|change| !(mine && change.is_session()));
                 last = entry.id;
                 if let Some(change) = change {
                     if changes.send(change).is_err() {

@@ -15,6 +15,9 @@ use redis::aio::ConnectionManager;
 use super::{new_manager, Shared};
 use crate::config::RedisConfig;
 
+/// Unanswered pings in a row before Redis counts as down (one slow ping,
+/// say during a fork for a snapshot, is not an outage).
+const DOWN_AFTER: u32 = 2;
 /// Unanswered pings in a row before the connection is replaced.
 const REPLACE_AFTER: u32 = 3;
 
@@ -28,34 +31,29 @@ pub(super) async fn watch(
     let mut failures = 0u32;
     let mut interval = tokio::time::interval(config.health_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let patience = config.command_timeout.max(config.connect_timeout);
     loop {
         interval.tick().await;
         let mut conn = (**manager.load()).clone();
         let answered = tokio::time::timeout(
-            config.command_timeout.max(config.connect_timeout),
+            patience,
             redis::cmd("PING").query_async::<String>(&mut conn),
         )
         .await;
         let error = match answered {
             Ok(Ok(_)) => None,
             Ok(Err(err)) => Some(super::describe(&err)),
-            Err(_) => Some(format!(
-                "no answer within {:?}",
-                config.command_timeout.max(config.connect_timeout)
-            )),
+            Err(_) => Some(format!("no answer to a ping within {patience:?}")),
         };
         match error {
             None => {
                 failures = 0;
-                if shared.mark(true) {
-                    slog::info!(logger, "Redis answers again; resynchronising");
-                }
+                shared.mark(|h| h.answering = true, "", &logger);
             }
             Some(error) => {
                 failures += 1;
-                if shared.mark(false) {
-                    slog::error!(logger, "Redis is down: sessions are served from memory for storage.redis.session_fallback, logins and admin changes answer 503, and /readyz reports not ready";
-                        "error" => &error);
+                if failures >= DOWN_AFTER {
+                    shared.mark(|h| h.answering = false, &error, &logger);
                 }
                 if failures.is_multiple_of(REPLACE_AFTER) {
                     manager.store(Arc::new(new_manager(&client, &config)));

@@ -67,9 +67,15 @@ struct Inner {
     /// This process, on the change feed: random at every start.
     node: String,
     command_timeout: Duration,
+    /// The last pings were answered: calls are worth sending.
+    answering: AtomicBool,
+    /// Answering, and following the change feed: what this node holds in
+    /// memory is current.
     up: AtomicBool,
-    /// When Redis was last seen down (Unix ms), 0 while up.
+    /// When `up` last turned false (Unix ms), 0 while up.
     down_since: AtomicU64,
+    /// The two halves of `up`, changed together under this lock.
+    health: Mutex<Health>,
     metrics: Metrics,
     /// The changes other nodes made, until the application takes them.
     changes: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
@@ -93,10 +99,15 @@ impl Shared {
                 keys: keys::Keys::new(&config.key_prefix),
                 node: crate::auth::token::to_hex(&rand::random::<[u8; 8]>()),
                 command_timeout: config.command_timeout,
-                // Up until the first call says otherwise: that call is the
-                // startup's own check.
-                up: AtomicBool::new(true),
-                down_since: AtomicU64::new(0),
+                // Answering until the first call says otherwise: that call is
+                // the startup's own check.
+                answering: AtomicBool::new(true),
+                up: AtomicBool::new(false),
+                down_since: AtomicU64::new(now_ms()),
+                health: Mutex::new(Health {
+                    answering: true,
+                    following: false,
+                }),
                 metrics: metrics.clone(),
                 changes: Mutex::new(Some(changes)),
             }),
@@ -131,6 +142,17 @@ impl Shared {
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         }
+        // Serving starts in step with the other nodes: following the feed.
+        while !shared.is_up() {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "storage.redis.url {}: cannot read the change feed ({})",
+                    redact_url_password(&config.url),
+                    shared.keys().changes()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Ok(shared)
     }
 
@@ -149,7 +171,8 @@ impl Shared {
         feed::append(pipe, self.keys().changes(), self.node(), change);
     }
 
-    /// Whether the last health check was answered.
+    /// Whether Redis answers and this node follows the change feed, so
+    /// what it holds in memory is current.
     pub fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Relaxed)
     }
@@ -171,16 +194,34 @@ impl Shared {
             .take()
     }
 
-    /// Records whether Redis answers; returns true when that changed.
-    fn mark(&self, up: bool) -> bool {
-        let was = self.inner.up.swap(up, Ordering::Relaxed);
+    /// Records whether pings are answered (`answering`) or the feed is
+    /// followed (`following`), and logs when the node goes out of step
+    /// with Redis or back.
+    fn mark(&self, change: impl FnOnce(&mut Health), why: &str, logger: &slog::Logger) {
+        let mut health = self
+            .inner
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let was = health.answering && health.following;
+        change(&mut health);
+        let up = health.answering && health.following;
+        self.inner
+            .answering
+            .store(health.answering, Ordering::Relaxed);
+        self.inner.up.store(up, Ordering::Relaxed);
         self.inner.metrics.redis_up.set(i64::from(up));
+        if was == up {
+            return;
+        }
         if up {
             self.inner.down_since.store(0, Ordering::Relaxed);
-        } else if was {
+            slog::info!(logger, "Redis answers again; resynchronising");
+        } else {
             self.inner.down_since.store(now_ms(), Ordering::Relaxed);
+            slog::error!(logger, "Redis is down: sessions are served from memory for storage.redis.session_fallback, logins and admin changes answer 503, and /readyz reports not ready";
+                "error" => why);
         }
-        was != up
     }
 
     /// Runs `call` on the connection and waits for its answer, at most
@@ -248,7 +289,7 @@ impl Shared {
         F: FnOnce(ConnectionManager) -> Fut + Send + 'static,
         Fut: Future<Output = redis::RedisResult<T>> + Send + 'static,
     {
-        if !self.is_up() {
+        if !self.inner.answering.load(Ordering::Relaxed) {
             return Err(SharedError::Down);
         }
         let job: Job = Box::new(move |conn| Box::pin(async move { reply(call(conn).await) }));
@@ -266,6 +307,12 @@ impl Shared {
             metrics.redis_errors.with_label_values(&[name]).inc();
         }
     }
+}
+
+/// Whether pings are answered, and whether the change feed is followed.
+struct Health {
+    answering: bool,
+    following: bool,
 }
 
 /// A Redis error as logs and answers may show it: its kind and detail,

@@ -358,6 +358,7 @@ impl SharedHash {
     /// Every value of the hash, a bounded step at a time.
     fn scan(&self) -> sled::Result<Vec<Vec<u8>>> {
         let mut values = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut cursor = 0u64;
         loop {
             let name = self.hash.clone();
@@ -372,8 +373,14 @@ impl SharedHash {
                             .query_async(&mut conn)
                             .await
                     })?;
-            // Field, value, field, value…
-            values.extend(page.into_iter().skip(1).step_by(2));
+            // Field, value, field, value… A scan may return a field twice
+            // (when the hash grows under it).
+            let mut pairs = page.into_iter();
+            while let (Some(field), Some(value)) = (pairs.next(), pairs.next()) {
+                if seen.insert(field) {
+                    values.push(value);
+                }
+            }
             if next == 0 {
                 return Ok(values);
             }
