@@ -80,16 +80,28 @@ secure = false
     return proc
 
 
-def histogram_quantiles(metrics_url, call):
-    """p50 and p99 (ms, bucket upper bounds) of one call's Redis round trips."""
-    text = urllib.request.urlopen(metrics_url).read().decode()
-    buckets = [(float(le), int(v)) for le, v in re.findall(
-        rf'portcullis_redis_call_duration_seconds_bucket{{call="{call}",le="([^"]+)"}} (\d+)', text)
-        if le != "+Inf"]
-    count = int(re.search(rf'portcullis_redis_call_duration_seconds_count{{call="{call}"}} (\d+)', text).group(1))
+def scrape(metrics_url):
+    return urllib.request.urlopen(metrics_url).read().decode()
+
+
+def cpu_seconds(metrics_url):
+    return float(re.search(r"^portcullis_process_cpu_seconds_total (\S+)", scrape(metrics_url), re.M).group(1))
+
+
+def round_trip_buckets(metrics_url, call):
+    """The cumulative histogram of one call's Redis round trips: [(le, count)]."""
+    return [(float(le), int(v)) for le, v in re.findall(
+        rf'portcullis_redis_call_duration_seconds_bucket{{call="{call}",le="([^"]+)"}} (\d+)',
+        scrape(metrics_url))]
+
+
+def quantiles(before, after):
+    """p50 and p99 (ms, as bucket upper bounds) of the round trips between two scrapes."""
+    delta = [(le, a - b) for (le, a), (_, b) in zip(after, before)]
+    count = delta[-1][1]
 
     def quantile(q):
-        for le, seen in buckets:
+        for le, seen in delta:
             if seen >= q * count:
                 return le * 1000
         return float("inf")
@@ -97,7 +109,7 @@ def histogram_quantiles(metrics_url, call):
 
 
 def throughput():
-    nginx = compare.nginx(18101)
+    nginx, _ = compare.nginx(18101)
     sled, sled_headers = compare.portcullis(18106, full=True)
     redis, redis_headers = compare.portcullis(18109, full=True, redis=f"redis://127.0.0.1:{REDIS_PORT}")
     contenders = {"nginx": (18101, {}, None), "portcullis-full": (18106, sled_headers, sled),
@@ -115,14 +127,19 @@ def throughput():
         rps = {name: statistics.median(s) for name, s in samples.items()}
         rate = int(min(rps.values()) / 2)
         latency = {}
+        before = round_trip_buckets(redis.metrics_url, "rate_limit")
         for name, (port, headers, proc) in contenders.items():
-            cpu0 = proc.cpu_seconds() if proc else 0
+            cpu0 = cpu_seconds(proc.metrics_url) if proc else 0
             res = oha(port, rate, headers)
             if proc:
-                res["cpu_us_per_request"] = (proc.cpu_seconds() - cpu0) * 1e6 / max(1, res["requests"])
+                res["cpu_us_per_request"] = (cpu_seconds(proc.metrics_url) - cpu0) * 1e6 / max(1, res["requests"])
             latency[name] = res
-            print(f"latency at {rate}/s {name}: p50 {res['p50']:.3f} ms p99 {res['p99']:.3f} ms", flush=True)
-        round_trips = histogram_quantiles(redis.metrics_url, "rate_limit")
+            print(f"latency at {rate}/s {name}: p50 {res['p50']:.3f} ms p99 {res['p99']:.3f} ms"
+                  + (f" cpu {res['cpu_us_per_request']:.1f} us/req" if proc else ""), flush=True)
+        # The round trips of the fixed-rate run only (under saturation they
+        # also count the wait for a busy worker).
+        round_trips = quantiles(before, round_trip_buckets(redis.metrics_url, "rate_limit"))
+        print(f"Redis round trips at {rate}/s: {round_trips}", flush=True)
         return {"median_rps": rps, "ratio_to_nginx": {n: v / rps["nginx"] for n, v in rps.items()},
                 "latency_rate": rate, "latency": latency, "redis_round_trips": round_trips}
     finally:

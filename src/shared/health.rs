@@ -4,8 +4,8 @@
 //!
 //! The connection manager reconnects when its connection breaks, but not
 //! when a server stops answering on a connection that stays open (a paused
-//! process, a partition): after a few unanswered pings the manager is
-//! replaced with a fresh one.
+//! process, a partition): after a few unanswered pings the connections
+//! (this thread's and the workers') are replaced with fresh ones.
 
 use std::sync::Arc;
 
@@ -57,6 +57,7 @@ pub(super) async fn watch(
                 }
                 if failures.is_multiple_of(REPLACE_AFTER) {
                     manager.store(Arc::new(new_manager(&client, &config)));
+                    shared.renew_connections();
                 }
             }
         }

@@ -2,12 +2,15 @@
 //! "redis"`): one connection, its health, and the feed of changes.
 //!
 //! actix-web runs one single-threaded runtime per worker, and the redis
-//! crate's connection manager reconnects on whichever runtime polls it. So
-//! the connection lives on a thread of its own, with its own runtime:
-//! callers on any worker hand it a call and wait for the answer under
-//! `command_timeout`, which bounds every call, even one queued behind a
-//! reconnection. A call that timed out is never sent again: what it meant is
-//! for the caller to decide (a rate limit's `fail` mode, a `503`).
+//! crate's connection manager reconnects on the runtime that made it. So
+//! each worker thread has a connection of its own, made on its runtime the
+//! first time it calls (no hop to another thread on the request path);
+//! code off any runtime (blocking reads of records) hands its call to a
+//! thread of its own that owns one more connection, with the health check
+//! and the change feed. Every call waits at most `command_timeout`, even one
+//! queued behind a reconnection. A call that timed out is never sent again:
+//! what it meant is for the caller to decide (a rate limit's `fail` mode, a
+//! `503`).
 //!
 //! Every write to shared records appends to a stream, the change feed
 //! ([`feed`]); each node tails it to drop what it holds in memory that
@@ -76,6 +79,11 @@ struct Inner {
     down_since: AtomicU64,
     /// The two halves of `up`, changed together under this lock.
     health: Mutex<Health>,
+    client: redis::Client,
+    config: RedisConfig,
+    /// Bumped when the health check gives up on a connection that stopped
+    /// answering: the workers' connections are made afresh too.
+    generation: AtomicU64,
     metrics: Metrics,
     /// The changes other nodes made, until the application takes them.
     changes: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
@@ -108,6 +116,9 @@ impl Shared {
                     answering: true,
                     following: false,
                 }),
+                client: client.clone(),
+                config: config.clone(),
+                generation: AtomicU64::new(0),
                 metrics: metrics.clone(),
                 changes: Mutex::new(Some(changes)),
             }),
@@ -233,20 +244,60 @@ impl Shared {
         Fut: Future<Output = redis::RedisResult<T>> + Send + 'static,
     {
         let started = Instant::now();
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let submitted = self.submit(call, move |result| {
-            let _ = reply.send(result);
-        });
-        let result = match submitted {
-            Err(err) => Err(err),
-            Ok(()) => match tokio::time::timeout(self.inner.command_timeout, answer).await {
-                Ok(Ok(result)) => result.map_err(|err| SharedError::Failed(describe(&err))),
-                Ok(Err(_)) => Err(SharedError::Closed),
-                Err(_) => Err(SharedError::Timeout(self.inner.command_timeout)),
-            },
+        let result = match self.worker_connection() {
+            _ if !self.inner.answering.load(Ordering::Relaxed) => Err(SharedError::Down),
+            Some(conn) => {
+                match tokio::time::timeout(self.inner.command_timeout, call(conn)).await {
+                    Ok(result) => result.map_err(|err| SharedError::Failed(describe(&err))),
+                    Err(_) => Err(SharedError::Timeout(self.inner.command_timeout)),
+                }
+            }
+            None => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let submitted = self.submit(call, move |result| {
+                    let _ = reply.send(result);
+                });
+                match submitted {
+                    Err(err) => Err(err),
+                    Ok(()) => {
+                        match tokio::time::timeout(self.inner.command_timeout, answer).await {
+                            Ok(Ok(result)) => {
+                                result.map_err(|err| SharedError::Failed(describe(&err)))
+                            }
+                            Ok(Err(_)) => Err(SharedError::Closed),
+                            Err(_) => Err(SharedError::Timeout(self.inner.command_timeout)),
+                        }
+                    }
+                }
+            }
         };
         self.observe(name, started, result.is_ok());
         result
+    }
+
+    /// Makes every worker connect afresh on its next call.
+    fn renew_connections(&self) {
+        self.inner.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// This thread's own connection, when it runs a runtime (an actix
+    /// worker): made on first use, and afresh after the health check gave
+    /// up on the old ones.
+    fn worker_connection(&self) -> Option<ConnectionManager> {
+        tokio::runtime::Handle::try_current().ok()?;
+        let owner = Arc::as_ptr(&self.inner) as usize;
+        let generation = self.inner.generation.load(Ordering::Relaxed);
+        WORKER_CONNECTION.with(|held| {
+            let mut held = held.borrow_mut();
+            match &*held {
+                Some((o, g, conn)) if *o == owner && *g == generation => Some(conn.clone()),
+                _ => {
+                    let conn = new_manager(&self.inner.client, &self.inner.config);
+                    *held = Some((owner, generation, conn.clone()));
+                    Some(conn)
+                }
+            }
+        })
     }
 
     /// [`call`](Shared::call) for code that cannot await: blocks the calling
@@ -307,6 +358,13 @@ impl Shared {
             metrics.redis_errors.with_label_values(&[name]).inc();
         }
     }
+}
+
+thread_local! {
+    /// A worker thread's connection: whose (the `Inner` it belongs to), of
+    /// which generation, and the connection.
+    static WORKER_CONNECTION: std::cell::RefCell<Option<(usize, u64, ConnectionManager)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Whether pings are answered, and whether the change feed is followed.

@@ -288,9 +288,22 @@ async fn when_redis_dies_policies_logins_and_readiness_behave_and_all_recovers()
     assert_eq!(open, [200, 200, 200, 429, 429]);
     let response = client().get(a.url("/closed/x")).send().await.unwrap();
     assert_eq!(response.status(), 503);
-    // A login answers 503 without checking the password.
+    // A login answers 503 without checking the password; an admin change
+    // answers 503 and says nothing was stored.
     let response = login(a, "alice", PASSWORD).await;
     assert_eq!(response.status(), 503);
+    let (code, body) = admin(
+        a,
+        Method::POST,
+        "/admin/api/users",
+        Some(json!({"username": "bob", "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (503, Some("storage_unavailable")),
+        "{body}"
+    );
     // The session both nodes hold works for session_fallback, then fails closed.
     let held = outcome(a, "/p/x", &token).await;
     assert_eq!(held.0, 200, "{held:?}\n{}", a.raw_log());
