@@ -787,12 +787,24 @@ impl Auth {
             Change::Resync => {
                 // Sessions first: they cannot fail, and a revocation missed
                 // must not wait on reading the users.
-                self.sessions.forget_all();
-                let users = self.load_users()?;
-                *self.users.write().map_err(|_| poisoned_index())? = users;
+                self.forget_sessions();
+                self.reload_users()?;
             }
             Change::Route(_) => {}
         }
+        Ok(())
+    }
+
+    /// Drops every gateway session held in memory: each is read again
+    /// when next presented.
+    pub fn forget_sessions(&self) {
+        self.sessions.forget_all();
+    }
+
+    /// Reads every user again from the store.
+    pub fn reload_users(&self) -> Result<(), sled::Error> {
+        let users = self.load_users()?;
+        *self.users.write().map_err(|_| poisoned_index())? = users;
         Ok(())
     }
 

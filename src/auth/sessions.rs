@@ -551,6 +551,7 @@ impl SessionStore {
         let waiting = std::mem::take(&mut *self.lock_unconfirmed());
         for (index, (before, lost)) in waiting.iter().enumerate() {
             let lost = token::to_hex(lost);
+            let _writing = self.lock_writes();
             let undone = self.records.update(&before.id, |stored| {
                 if stored.token_hash != lost {
                     return Update::Keep;
@@ -565,6 +566,8 @@ impl SessionStore {
                     .extend(waiting[index..].iter().cloned());
                 return Err(err);
             }
+            // A copy read while the lost token stood must not outlive it.
+            self.forget(&before.id);
         }
         Ok(())
     }

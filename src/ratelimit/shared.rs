@@ -242,6 +242,7 @@ impl SharedCounters {
         let mut names = Vec::new();
         let mut cursor = 0u64;
         let mut steps = 0;
+        let mut seen = std::collections::HashSet::new();
         loop {
             let pattern = pattern.clone();
             let (next, page): (u64, Vec<String>) = self
@@ -258,7 +259,8 @@ impl SharedCounters {
                 })
                 .await
                 .map_err(|err| StoreError::new(err.to_string()))?;
-            names.extend(page);
+            // A scan may return a name twice (when the keyspace grows under it).
+            names.extend(page.into_iter().filter(|name| seen.insert(name.clone())));
             steps += 1;
             // Bounded however many keys the server holds: a listing is a
             // view for the console, not an audit.

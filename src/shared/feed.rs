@@ -87,8 +87,11 @@ pub fn append(pipe: &mut redis::Pipeline, feed: &str, node: &str, change: &Chang
 }
 
 /// Tails the feed for ever, handing each change other nodes made to
-/// `changes`; after any interruption (and at the start) hands a
-/// [`Change::Resync`] first.
+/// `changes`. After an interruption it goes on from the last entry it read
+/// when it can: a connection lost and made again at once, with the feed
+/// still holding that entry, loses nothing. Otherwise (an outage, or the
+/// feed trimmed past it) it hands a [`Change::Resync`], and the node counts
+/// as following again once that is applied ([`Shared::resynced`]).
 pub(super) async fn tail(
     shared: Shared,
     client: redis::Client,
@@ -100,37 +103,47 @@ pub(super) async fn tail(
     let settings = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(BLOCK + config.command_timeout));
+    // The last entry read; none before the first connection.
+    let mut last: Option<String> = None;
+    // Whether this node has missed entries since it last followed.
+    let mut lost = false;
     loop {
-        let conn = client
+        let connected = match client
             .get_multiplexed_async_connection_with_config(&settings)
-            .await;
-        let mut conn = match conn {
-            Ok(conn) => conn,
-            Err(_) => {
+            .await
+        {
+            Ok(mut conn) => ends(&mut conn, &key).await.map(|ends| (conn, ends)),
+            Err(err) => Err(err),
+        };
+        let (mut conn, (oldest, newest)) = match connected {
+            Ok(connected) => connected,
+            Err(err) => {
+                if !lost {
+                    lost = true;
+                    let why = format!("the change feed is out of reach: {}", super::describe(&err));
+                    shared.mark(|h| h.following = false, &why, &logger);
+                }
                 tokio::time::sleep(config.health_interval).await;
                 continue;
             }
         };
-        let newest: redis::RedisResult<redis::streams::StreamRangeReply> = redis::cmd("XREVRANGE")
-            .arg(&key)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut conn)
-            .await;
-        let Ok(newest) = newest else {
-            tokio::time::sleep(config.health_interval).await;
-            continue;
+        let mut from = match last.take() {
+            // First connection: the node has just read everything.
+            None => {
+                shared.mark(|h| h.following = true, "", &logger);
+                newest
+            }
+            Some(read) if !lost && !after(&oldest, &read) => read,
+            Some(_) => {
+                // Missed entries: everything is read again, and the node
+                // follows once that is done.
+                if changes.send(Change::Resync).is_err() {
+                    return;
+                }
+                newest
+            }
         };
-        let mut last = newest
-            .ids
-            .first()
-            .map_or_else(|| "0-0".to_owned(), |entry| entry.id.clone());
-        if changes.send(Change::Resync).is_err() {
-            return;
-        }
-        shared.mark(|h| h.following = true, "", &logger);
+        lost = false;
         loop {
             let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
                 .arg("COUNT")
@@ -139,17 +152,12 @@ pub(super) async fn tail(
                 .arg(BLOCK.as_millis() as u64)
                 .arg("STREAMS")
                 .arg(&key)
-                .arg(&last)
+                .arg(&from)
                 .query_async(&mut conn)
                 .await;
-            let reply = match read {
-                Ok(reply) => reply,
-                Err(err) => {
-                    // Until it follows again, this node may miss a revocation.
-                    let why = format!("the change feed was interrupted: {}", super::describe(&err));
-                    shared.mark(|h| h.following = false, &why, &logger);
-                    break;
-                }
+            let Ok(reply) = read else {
+                // Made again at once, above; only a failure there counts.
+                break;
             };
             for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
                 let mine = entry.get::<String>("n").as_deref() == Some(shared.node());
@@ -158,7 +166,7 @@ pub(super) async fn tail(
                     .as_deref()
                     .and_then(Change::decode)
                     .filter(|change| !(mine && change.is_session()));
-                last = entry.id;
+                from = entry.id;
                 if let Some(change) = change {
                     if changes.send(change).is_err() {
                         return;
@@ -166,7 +174,53 @@ pub(super) async fn tail(
                 }
             }
         }
+        last = Some(from);
     }
+}
+
+/// The ids of the feed's oldest and newest entries (`0-0` when empty).
+async fn ends(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> redis::RedisResult<(String, String)> {
+    let first = |reply: redis::streams::StreamRangeReply| {
+        reply
+            .ids
+            .into_iter()
+            .next()
+            .map_or_else(|| "0-0".to_owned(), |entry| entry.id)
+    };
+    let (oldest, newest): (
+        redis::streams::StreamRangeReply,
+        redis::streams::StreamRangeReply,
+    ) = redis::pipe()
+        .cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .cmd("XREVRANGE")
+        .arg(key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok((first(oldest), first(newest)))
+}
+
+/// Whether stream id `a` comes after `b` (ids are `milliseconds-sequence`).
+fn after(a: &str, b: &str) -> bool {
+    let parse = |id: &str| {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (
+            ms.parse::<u64>().unwrap_or(0),
+            seq.parse::<u64>().unwrap_or(0),
+        )
+    };
+    parse(a) > parse(b)
 }
 
 #[cfg(test)]
@@ -184,5 +238,13 @@ mod tests {
             assert_eq!(Change::decode(&change.encode()), Some(change));
         }
         assert_eq!(Change::decode("nonsense"), None);
+    }
+
+    #[test]
+    fn stream_ids_compare_as_numbers() {
+        assert!(after("1700000000001-0", "1700000000000-5"));
+        assert!(!after("10-2", "10-10"));
+        assert!(after("10-10", "9-99"));
+        assert!(!after("0-0", "0-0"));
     }
 }

@@ -2,9 +2,9 @@
 //! "redis"`): one connection, its health, and the feed of changes.
 //!
 //! actix-web runs one single-threaded runtime per worker, and the redis
-//! crate's connection manager reconnects on the runtime that made it. So
-//! each worker thread has a connection of its own, made on its runtime the
-//! first time it calls (no hop to another thread on the request path);
+//! crate's connection manager reconnects on the runtime that polls it. So
+//! each worker thread has a connection of its own, made and used only on
+//! that thread (no hop to another thread on the request path);
 //! code off any runtime (blocking reads of records) hands its call to a
 //! thread of its own that owns one more connection, with the health check
 //! and the change feed. Every call waits at most `command_timeout`, even one
@@ -84,6 +84,9 @@ struct Inner {
     /// Bumped when the health check gives up on a connection that stopped
     /// answering: the workers' connections are made afresh too.
     generation: AtomicU64,
+    /// Tells this connection apart from others in the same process (for
+    /// the workers' connections).
+    id: u64,
     metrics: Metrics,
     /// The changes other nodes made, until the application takes them.
     changes: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
@@ -119,6 +122,7 @@ impl Shared {
                 client: client.clone(),
                 config: config.clone(),
                 generation: AtomicU64::new(0),
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 metrics: metrics.clone(),
                 changes: Mutex::new(Some(changes)),
             }),
@@ -244,35 +248,41 @@ impl Shared {
         Fut: Future<Output = redis::RedisResult<T>> + Send + 'static,
     {
         let started = Instant::now();
-        let result = match self.worker_connection() {
-            _ if !self.inner.answering.load(Ordering::Relaxed) => Err(SharedError::Down),
-            Some(conn) => {
-                match tokio::time::timeout(self.inner.command_timeout, call(conn)).await {
-                    Ok(result) => result.map_err(|err| SharedError::Failed(describe(&err))),
-                    Err(_) => Err(SharedError::Timeout(self.inner.command_timeout)),
-                }
-            }
-            None => {
-                let (reply, answer) = tokio::sync::oneshot::channel();
-                let submitted = self.submit(call, move |result| {
-                    let _ = reply.send(result);
-                });
-                match submitted {
-                    Err(err) => Err(err),
-                    Ok(()) => {
-                        match tokio::time::timeout(self.inner.command_timeout, answer).await {
-                            Ok(Ok(result)) => {
-                                result.map_err(|err| SharedError::Failed(describe(&err)))
-                            }
-                            Ok(Err(_)) => Err(SharedError::Closed),
-                            Err(_) => Err(SharedError::Timeout(self.inner.command_timeout)),
-                        }
+        let result = if self.inner.answering.load(Ordering::Relaxed) {
+            let (conn, fresh) = self.worker_connection();
+            // A first call also connects (and authenticates).
+            let patience = if fresh {
+                self.inner.command_timeout + self.inner.config.connect_timeout
+            } else {
+                self.inner.command_timeout
+            };
+            match tokio::time::timeout(patience, call(conn)).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(err)) => {
+                    if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() {
+                        self.drop_worker_connection();
                     }
+                    Err(SharedError::Failed(describe(&err)))
+                }
+                Err(_) => {
+                    // The connection may be dead without knowing it (a
+                    // silently dropped idle connection): the next call
+                    // makes a new one.
+                    self.drop_worker_connection();
+                    Err(SharedError::Timeout(patience))
                 }
             }
+        } else {
+            Err(SharedError::Down)
         };
         self.observe(name, started, result.is_ok());
         result
+    }
+
+    /// Says that the node has read everything again after missing part
+    /// of the change feed: it is in step with the other nodes once more.
+    pub fn resynced(&self, logger: &slog::Logger) {
+        self.mark(|h| h.following = true, "", logger);
     }
 
     /// Makes every worker connect afresh on its next call.
@@ -280,24 +290,29 @@ impl Shared {
         self.inner.generation.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// This thread's own connection, when it runs a runtime (an actix
-    /// worker): made on first use, and afresh after the health check gave
-    /// up on the old ones.
-    fn worker_connection(&self) -> Option<ConnectionManager> {
-        tokio::runtime::Handle::try_current().ok()?;
-        let owner = Arc::as_ptr(&self.inner) as usize;
+    /// This thread's own connection (an actix worker's, made on its
+    /// runtime, where its reconnections then run too), and whether it is
+    /// new: made on first use, after a failure, and after the health check
+    /// gave up on the old ones.
+    fn worker_connection(&self) -> (ConnectionManager, bool) {
         let generation = self.inner.generation.load(Ordering::Relaxed);
         WORKER_CONNECTION.with(|held| {
             let mut held = held.borrow_mut();
             match &*held {
-                Some((o, g, conn)) if *o == owner && *g == generation => Some(conn.clone()),
+                Some((id, g, conn)) if *id == self.inner.id && *g == generation => {
+                    (conn.clone(), false)
+                }
                 _ => {
                     let conn = new_manager(&self.inner.client, &self.inner.config);
-                    *held = Some((owner, generation, conn.clone()));
-                    Some(conn)
+                    *held = Some((self.inner.id, generation, conn.clone()));
+                    (conn, true)
                 }
             }
         })
+    }
+
+    fn drop_worker_connection(&self) {
+        WORKER_CONNECTION.with(|held| held.borrow_mut().take());
     }
 
     /// [`call`](Shared::call) for code that cannot await: blocks the calling
@@ -360,10 +375,13 @@ impl Shared {
     }
 }
 
+/// Ids of connections to Redis made by this process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 thread_local! {
-    /// A worker thread's connection: whose (the `Inner` it belongs to), of
-    /// which generation, and the connection.
-    static WORKER_CONNECTION: std::cell::RefCell<Option<(usize, u64, ConnectionManager)>> =
+    /// A worker thread's connection: whose (the `Shared` id), of which
+    /// generation, and the connection.
+    static WORKER_CONNECTION: std::cell::RefCell<Option<(u64, u64, ConnectionManager)>> =
         const { std::cell::RefCell::new(None) };
 }
 

@@ -506,3 +506,46 @@ async fn rediss_checks_the_servers_certificate() {
         failed.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_cut_by_redis_are_made_again_and_nothing_is_missed() {
+    let redis = Redis::start();
+    let echo = Echo::start();
+    let setup = node(&redis, &echo, &[]);
+    let gateways = nodes(&setup, 2);
+    let (a, b) = (&gateways[0], &gateways[1]);
+    add_user(a, "alice", &[], &[]).await;
+    let token = login_token(a, "alice").await;
+    assert_eq!(status(b, "/p/x", &token).await, 200);
+
+    // Every client connection cut at once: the workers', the health
+    // check's and the change feed's.
+    let reply = redis.command("CLIENT KILL TYPE normal").unwrap();
+    assert!(reply.starts_with(':'), "{reply}");
+    eventually("the logout to succeed on A", SOON, || async {
+        let response = client()
+            .post(a.url("/auth/logout"))
+            .header("cookie", format!("portcullis_session={token}"))
+            .send()
+            .await
+            .unwrap();
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    eventually("B to refuse the session", SOON, || async {
+        (status(b, "/p/x", &token).await == 401).then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    for gateway in &gateways {
+        eventually("readiness", SOON, || async {
+            (readiness(gateway).await.0 == 200).then_some(())
+        })
+        .await;
+    }
+}
