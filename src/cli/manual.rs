@@ -60,6 +60,11 @@ const SECTIONS: &[Section] = &[
                 "PORTCULLIS_PROFILE",
                 "dev, staging or prod (default: prod with --config, dev without).",
             ),
+            (
+                "PORTCULLIS_STORAGE__REDIS__PASSWORD",
+                "The password of the shared Redis (storage.backend = \"redis\"), kept out of \
+                 the configuration file.",
+            ),
         ],
     ),
     (
