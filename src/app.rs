@@ -17,7 +17,7 @@ use crate::config::{self, Config, ConfigError, ConfigSource, StorageBackend, Tls
 use crate::listener::{self, Listener};
 use crate::pipeline::{self, Runtime};
 use crate::proxy::{self, UpstreamClient};
-use crate::ratelimit::{CounterStore, Limiter, SharedCounters, COUNTER_TREE};
+use crate::ratelimit::{Limiter, COUNTER_TREE};
 use crate::route_store::{ApiRouteStatus, RouteStore};
 use crate::state::AppState;
 use crate::storage::Storage;
@@ -69,21 +69,13 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), StartupErro
             "url" => config::redact_url_password(&redis.url), "key_prefix" => &redis.key_prefix);
     }
     let auth = Auth::open(&storage, &config, &metrics).map_err(StartupError::State)?;
-    let local_counters = CounterStore::open(
+    let counters = Limiter::open(
         &storage,
         COUNTER_TREE,
         config.storage.rate_limit_keys,
         metrics.counter_evictions("rate_limit"),
     )
     .map_err(StartupError::State)?;
-    let counters = match storage.shared() {
-        Some(shared) => Limiter::Shared(SharedCounters::new(
-            shared.clone(),
-            "ratelimit",
-            local_counters,
-        )),
-        None => Limiter::Local(local_counters),
-    };
     let routes = RouteStore::open(&storage).map_err(StartupError::State)?;
     let audit = AuditLog::open(&storage, logger.clone()).map_err(StartupError::State)?;
     let load_tls = |files: &Option<TlsFiles>| {

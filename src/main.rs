@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use portcullis::cli::{run_accounts, run_storage, Accounts, Cli, Command};
+use portcullis::cli::{report_invalid, run_accounts, run_storage, Accounts, Cli, Command};
 use portcullis::config::{self, ConfigSource};
 
 // musl's allocator takes one lock for every allocation, which the workers
@@ -105,16 +105,4 @@ fn check(path: std::path::PathBuf) -> ExitCode {
         config.admin.listen,
     );
     ExitCode::SUCCESS
-}
-
-fn report_invalid(source: &ConfigSource, errors: &[config::ConfigError]) -> ExitCode {
-    eprintln!(
-        "{source}: {} configuration problem{}:",
-        errors.len(),
-        if errors.len() == 1 { "" } else { "s" }
-    );
-    for error in errors {
-        eprintln!("  {error}");
-    }
-    ExitCode::from(2)
 }

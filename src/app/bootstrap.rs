@@ -14,7 +14,6 @@ use slog::info;
 use super::StartupError;
 use crate::admin::api::INITIAL_PASSWORD_FILE;
 use crate::auth::AccountError;
-use crate::shared::Change;
 use crate::state::AppState;
 
 /// Creates the first admin when nobody can administer the gateway.
@@ -43,7 +42,7 @@ pub async fn first_admin(state: &AppState) -> Result<(), StartupError> {
             let _ = std::fs::remove_file(&path);
             state
                 .auth
-                .apply(&Change::Resync)
+                .reload_users()
                 .map_err(|err| StartupError::Bootstrap(err.to_string()))?;
             info!(state.logging.logger, "first start: another node sharing the store created the first admin; its password file is on that node";
                 "user" => name);

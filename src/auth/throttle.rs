@@ -14,7 +14,7 @@ use prometheus::IntCounter;
 
 use crate::config::LoginConfig;
 use crate::error::GatewayError;
-use crate::ratelimit::{AddressKey, CounterStore, Counters as _, Limiter, SharedCounters};
+use crate::ratelimit::{AddressKey, Counters as _, Limiter};
 use crate::storage::Storage;
 
 /// The sled tree of login-failure counts.
@@ -42,14 +42,9 @@ impl LoginThrottle {
         capacity: usize,
         evictions: IntCounter,
     ) -> Result<LoginThrottle, sled::Error> {
-        let local = CounterStore::open(storage, THROTTLE_TREE, capacity, evictions)?;
-        let counters = match storage.shared() {
-            Some(shared) => {
-                Limiter::Shared(SharedCounters::new(shared.clone(), "login_throttle", local))
-            }
-            None => Limiter::Local(local),
-        };
-        Ok(LoginThrottle { counters })
+        Ok(LoginThrottle {
+            counters: Limiter::open(storage, THROTTLE_TREE, capacity, evictions)?,
+        })
     }
 
     /// Counts an attempt for `username` from `address`, or refuses it (429)

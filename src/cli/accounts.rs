@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use super::{SessionCommand, UserCommand};
 use crate::auth::{rfc3339, AccountError, Auth, Origin};
-use crate::config::{self, Config, ConfigSource};
+use crate::config::Config;
 use crate::storage::{Storage, StorageError};
 use crate::telemetry::Metrics;
 
@@ -19,16 +19,9 @@ pub enum Accounts {
 
 /// Runs an account command; prints its outcome and returns the exit code.
 pub fn run(config_path: Option<PathBuf>, command: Accounts) -> ExitCode {
-    let source = config_path.map_or(ConfigSource::Embedded, ConfigSource::File);
-    let config = match config::load(&source) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{source}: {} configuration problem(s):", errors.len());
-            for error in errors {
-                eprintln!("  {error}");
-            }
-            return ExitCode::from(2);
-        }
+    let config = match super::load_config(config_path) {
+        Ok((config, _)) => config,
+        Err(code) => return code,
     };
     let metrics = Metrics::new();
     let quiet = slog::Logger::root(slog::Discard, slog::o!());

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{MigrateTarget, StorageCommand};
-use crate::config::{self, redact_url_password, ConfigSource, StorageBackend};
+use crate::config::{redact_url_password, StorageBackend};
 use crate::shared::Shared;
 use crate::storage::{
     Records, RouteRecord, SessionRecord, Storage, StorageError, UserRecord, ROUTES_TREE,
@@ -21,16 +21,9 @@ use crate::telemetry::Metrics;
 /// Runs a storage command; prints what it moved and returns the exit code.
 pub fn run(config_path: Option<PathBuf>, command: StorageCommand) -> ExitCode {
     let StorageCommand::Migrate { to } = command;
-    let source = config_path.map_or(ConfigSource::Embedded, ConfigSource::File);
-    let config = match config::load(&source) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{source}: {} configuration problem(s):", errors.len());
-            for error in errors {
-                eprintln!("  {error}");
-            }
-            return ExitCode::from(2);
-        }
+    let (config, source) = match super::load_config(config_path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let StorageBackend::Redis(redis) = &config.storage.backend else {
         eprintln!(

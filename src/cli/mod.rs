@@ -6,13 +6,38 @@ pub mod manual;
 mod migrate;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{self, Config, ConfigError, ConfigSource};
 pub use accounts::{run as run_accounts, Accounts};
 pub use migrate::run as run_storage;
 
 /// `portcullis --version`: the release and the commit it was built from.
+/// Loads the configuration a command names (`--config`, else the embedded
+/// default); an invalid one is reported, and its exit code returned.
+pub fn load_config(path: Option<PathBuf>) -> Result<(Config, ConfigSource), ExitCode> {
+    let source = path.map_or(ConfigSource::Embedded, ConfigSource::File);
+    match config::load(&source) {
+        Ok(config) => Ok((config, source)),
+        Err(errors) => Err(report_invalid(&source, &errors)),
+    }
+}
+
+/// Prints every configuration problem with its key path; exit code 2.
+pub fn report_invalid(source: &ConfigSource, errors: &[ConfigError]) -> ExitCode {
+    eprintln!(
+        "{source}: {} configuration problem{}:",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
+    for error in errors {
+        eprintln!("  {error}");
+    }
+    ExitCode::from(2)
+}
+
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",

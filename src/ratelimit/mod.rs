@@ -21,7 +21,7 @@ pub use window::{Decision, WindowCounter};
 use crate::auth::{Session, User};
 use crate::config::{AddressPrefixes, FailMode, KeyPart, RateLimitPolicy, Route};
 use crate::error::GatewayError;
-use crate::storage::now_ms;
+use crate::storage::{now_ms, Storage};
 
 /// Where decisions are made; a trait so tests and benchmarks can swap the store.
 pub trait Counters {
@@ -60,6 +60,22 @@ pub enum Limiter {
 }
 
 impl Limiter {
+    /// Opens the counters kept in the sled tree `tree` (at most `capacity`
+    /// keys in memory); with a shared Redis, the counters there under the
+    /// same name, with these as the fallback.
+    pub fn open(
+        storage: &Storage,
+        tree: &'static str,
+        capacity: usize,
+        evictions: prometheus::IntCounter,
+    ) -> Result<Limiter, sled::Error> {
+        let local = CounterStore::open(storage, tree, capacity, evictions)?;
+        Ok(match storage.shared() {
+            Some(shared) => Limiter::Shared(SharedCounters::new(shared.clone(), tree, local)),
+            None => Limiter::Local(local),
+        })
+    }
+
     /// This node's own counters (with Redis, the fallback ones).
     pub fn local(&self) -> &CounterStore {
         match self {

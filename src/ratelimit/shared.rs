@@ -65,7 +65,7 @@ const SCAN_STEPS: usize = 200;
 /// Counters in Redis, with this node's own as the fallback.
 pub struct SharedCounters {
     shared: Shared,
-    /// Which counters: `ratelimit` or `login_throttle`.
+    /// Which counters: their sled tree's name, which names them in Redis too.
     store: &'static str,
     local: CounterStore,
 }

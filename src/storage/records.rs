@@ -277,21 +277,6 @@ impl<T: Serialize + DeserializeOwned> Records<T> {
         }
     }
 
-    pub fn is_empty(&self) -> sled::Result<bool> {
-        match &self.place {
-            Place::Sled(tree) => Ok(tree.is_empty()),
-            Place::Redis(hash) => {
-                let name = hash.hash.clone();
-                let len: u64 = hash
-                    .shared
-                    .call_blocking("record", move |mut conn| async move {
-                        redis::cmd("HLEN").arg(&*name).query_async(&mut conn).await
-                    })?;
-                Ok(len == 0)
-            }
-        }
-    }
-
     /// Every readable record. Unreadable ones (from a newer schema) are skipped.
     pub fn all(&self) -> sled::Result<Vec<T>> {
         self.iter().collect()

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::auth::{add_user, admin, login, login_body, login_token, outcome, setup, PASSWORD};
+use crate::auth::{
+    add_user, admin, login, login_body, login_token, outcome, setup, with_token, PASSWORD,
+};
+use crate::common::http::metrics;
 use crate::common::redis::Redis;
 use crate::common::{client, eventually, get_json, route, Echo, Gateway, Launch, Setup, SOON};
 
@@ -39,6 +42,21 @@ fn nodes(setup: &Setup, n: usize) -> Vec<Gateway> {
 /// `GET path` with a session token: the status, and the gateway's error code.
 async fn status(gateway: &Gateway, path: &str, token: &str) -> u16 {
     outcome(gateway, path, token).await.0
+}
+
+/// Makes a public route `id` on `path` to `echo` through the admin API.
+async fn add_public_route(gateway: &Gateway, id: &str, path: &str, echo: &Echo) {
+    let route = json!({"id": id, "path": path, "upstream": echo.url(), "auth": "public"});
+    let (code, body) = admin(gateway, Method::POST, "/admin/api/routes", Some(route)).await;
+    assert_eq!(code, 201, "{body}");
+}
+
+/// Logs out the session of `token`.
+async fn logout(gateway: &Gateway, token: &str) -> reqwest::Response {
+    with_token(Method::POST, &gateway.url("/auth/logout"), token)
+        .send()
+        .await
+        .expect("the logout request")
 }
 
 async fn readiness(gateway: &Gateway) -> (u16, Value) {
@@ -102,16 +120,7 @@ async fn users_sessions_routes_and_the_audit_trail_are_shared() {
     .await;
 
     // A route made through B's admin API is served by A.
-    let (code, body) = admin(
-        &b,
-        Method::POST,
-        "/admin/api/routes",
-        Some(
-            json!({"id": "made-on-b", "path": "/made/*", "upstream": echo.url(), "auth": "public"}),
-        ),
-    )
-    .await;
-    assert_eq!(code, 201, "{body}");
+    add_public_route(&b, "made-on-b", "/made/*", &echo).await;
     eventually("the route served by A", SOON, || async {
         let response = client().get(a.url("/made/x")).send().await.unwrap();
         (response.status() == 200).then_some(())
@@ -197,12 +206,7 @@ async fn a_logout_or_revocation_on_one_node_is_refused_by_the_others_at_once() {
         let started = Instant::now();
         match how {
             "logout" => {
-                let response = client()
-                    .post(a.url("/auth/logout"))
-                    .header("cookie", format!("portcullis_session={token}"))
-                    .send()
-                    .await
-                    .unwrap();
+                let response = logout(a, &token).await;
                 assert_eq!(response.status(), 200);
             }
             _ => {
@@ -267,14 +271,7 @@ async fn when_redis_dies_policies_logins_and_readiness_behave_and_all_recovers()
         },
         SOON,
     );
-    let metrics = client()
-        .get(a.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&a.admin_url("/metrics")).await;
     assert!(metrics.contains("portcullis_redis_up 0"), "{metrics}");
 
     // fail = "open": this node's own counters decide (limit 3); "closed": 503.
@@ -378,16 +375,7 @@ async fn storage_migrates_from_sled_to_redis_and_back_with_sessions_valid() {
     let mut single = Gateway::start(sled_setup.clone());
     add_user(&single, "alice", &["staff"], &[]).await;
     let token = login_token(&single, "alice").await;
-    let (code, _) = admin(
-        &single,
-        Method::POST,
-        "/admin/api/routes",
-        Some(
-            json!({"id": "api-route", "path": "/api/*", "upstream": echo.url(), "auth": "public"}),
-        ),
-    )
-    .await;
-    assert_eq!(code, 201);
+    add_public_route(&single, "api-route", "/api/*", &echo).await;
     single.stop();
 
     // The same node, now on Redis, after `storage migrate --to redis`.
@@ -523,12 +511,7 @@ async fn connections_cut_by_redis_are_made_again_and_nothing_is_missed() {
     let reply = redis.command("CLIENT KILL TYPE normal").unwrap();
     assert!(reply.starts_with(':'), "{reply}");
     eventually("the logout to succeed on A", SOON, || async {
-        let response = client()
-            .post(a.url("/auth/logout"))
-            .header("cookie", format!("portcullis_session={token}"))
-            .send()
-            .await
-            .unwrap();
+        let response = logout(a, &token).await;
         (response.status() == 200).then_some(())
     })
     .await;
